@@ -1,0 +1,1 @@
+"""mm-engine: Python orchestration over the Cython hot paths in ``ext``."""

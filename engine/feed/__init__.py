@@ -1,0 +1,1 @@
+"""Market-data feeds: depth synchronisation and book maintenance."""

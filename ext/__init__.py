@@ -1,0 +1,1 @@
+"""Cython hot paths of mm-engine. Imports nothing of ours."""

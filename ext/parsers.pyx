@@ -1,0 +1,242 @@
+"""Exact decimal parsing for venue prices and quantities, and book appliers.
+
+Venue numbers arrive as decimal strings (``"61828.09000000"``). They are parsed
+straight from the string's UTF-8 buffer into int64 units with no float and no
+intermediate ``Decimal``: a price becomes **ticks**, a quantity becomes **lots**
+(``10**-qty_decimals`` base units). A price off the tick grid, a negative
+number or a malformed string raises a subclass of :class:`DecodeError`.
+
+Appliers validate a whole message before touching the book, so a bad level
+never leaves a half-applied diff behind.
+"""
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize
+from cpython.bytes cimport PyBytes_AsStringAndSize
+from cpython.list cimport PyList_GET_SIZE, PyList_GET_ITEM
+from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM
+from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
+from libc.stdint cimport int64_t, INT64_MAX
+
+from ext.book cimport OrderBook, BID, ASK
+
+
+class DecodeError(ValueError):
+    """A venue number or message cannot be decoded exactly."""
+
+
+class MalformedNumberError(DecodeError):
+    """A number string is empty, has stray characters or overflows int64."""
+
+
+class NegativeNumberError(DecodeError):
+    """A price or quantity is negative."""
+
+
+class OffGridError(DecodeError):
+    """A price is not a multiple of the tick size, or has more decimals than the grid."""
+
+
+cdef int64_t _POW10[19]
+_POW10[0] = 1
+for _i in range(1, 19):
+    _POW10[_i] = _POW10[_i - 1] * 10
+
+
+cdef inline const char* _chars(object s, Py_ssize_t* n) except NULL:
+    cdef char* b
+    if type(s) is str:
+        return PyUnicode_AsUTF8AndSize(s, n)
+    if type(s) is bytes:
+        PyBytes_AsStringAndSize(s, &b, n)
+        return b
+    raise MalformedNumberError(f"expected a decimal string, got {type(s).__name__}")
+
+
+cdef int64_t parse_units(object s, int decimals) except -1:
+    """Parse a non-negative decimal string into units of ``10**-decimals``.
+
+    Raises MalformedNumberError, NegativeNumberError, or OffGridError when the
+    string carries a non-zero digit beyond ``decimals`` places.
+    """
+    cdef Py_ssize_t n = 0, i = 0
+    cdef const char* p = _chars(s, &n)
+    cdef int64_t v = 0
+    cdef int frac = 0, digits = 0
+    cdef char c
+    if n == 0:
+        raise MalformedNumberError("empty number")
+    if p[0] == 45:  # '-'
+        raise NegativeNumberError(f"negative number {s!r}")
+    while i < n:
+        c = p[i]
+        if 48 <= c <= 57:
+            if v > (INT64_MAX - 9) // 10:
+                raise MalformedNumberError(f"number out of range {s!r}")
+            v = v * 10 + (c - 48)
+            digits += 1
+            i += 1
+        elif c == 46:  # '.'
+            i += 1
+            break
+        else:
+            raise MalformedNumberError(f"bad character in number {s!r}")
+    else:
+        if digits == 0:
+            raise MalformedNumberError(f"no digits in {s!r}")
+        return v * _POW10[decimals]
+    while i < n:
+        c = p[i]
+        if not (48 <= c <= 57):
+            raise MalformedNumberError(f"bad character in number {s!r}")
+        if frac < decimals:
+            if v > (INT64_MAX - 9) // 10:
+                raise MalformedNumberError(f"number out of range {s!r}")
+            v = v * 10 + (c - 48)
+            frac += 1
+        elif c != 48:
+            raise OffGridError(f"{s!r} has more than {decimals} significant decimals")
+        digits += 1
+        i += 1
+    if digits == 0:
+        raise MalformedNumberError(f"no digits in {s!r}")
+    if frac < decimals:
+        if v > INT64_MAX // _POW10[decimals - frac]:
+            raise MalformedNumberError(f"number out of range {s!r}")
+        v *= _POW10[decimals - frac]
+    return v
+
+
+cdef class LevelParser:
+    """Parse ``[price, qty]`` string pairs of one instrument into ticks and lots.
+
+    Parameters
+    ----------
+    price_decimals : int
+        Decimal places of the tick size (0..18).
+    tick_units : int
+        Tick size in units of ``10**-price_decimals`` (1 for power-of-ten ticks).
+    qty_decimals : int
+        Decimal places of one lot (0..18).
+
+    Raises
+    ------
+    ValueError
+        If a parameter is out of range.
+    """
+
+    def __cinit__(self, int price_decimals, int64_t tick_units, int qty_decimals):
+        if not (0 <= price_decimals <= 18 and 0 <= qty_decimals <= 18) or tick_units <= 0:
+            raise ValueError("price_decimals/qty_decimals must be in 0..18 and tick_units > 0")
+        self.price_decimals = price_decimals
+        self.tick_units = tick_units
+        self.qty_decimals = qty_decimals
+        self._cap = 0
+        self._px = NULL
+        self._qty = NULL
+        self._reserve(256)
+
+    def __dealloc__(self):
+        PyMem_Free(self._px)
+        PyMem_Free(self._qty)
+
+    cdef int _reserve(self, Py_ssize_t n) except -1:
+        cdef int64_t* a
+        cdef int64_t* b
+        if n <= self._cap:
+            return 0
+        a = <int64_t*> PyMem_Realloc(self._px, n * sizeof(int64_t))
+        if a == NULL:
+            raise MemoryError()
+        self._px = a
+        b = <int64_t*> PyMem_Realloc(self._qty, n * sizeof(int64_t))
+        if b == NULL:
+            raise MemoryError()
+        self._qty = b
+        self._cap = n
+        return 0
+
+    cpdef int64_t price_ticks(self, object s) except -1:
+        """Parse a price string into ticks.
+
+        Raises
+        ------
+        OffGridError
+            If the price is not a multiple of the tick size.
+        NegativeNumberError, MalformedNumberError
+        """
+        cdef int64_t v = parse_units(s, self.price_decimals)
+        if self.tick_units != 1:
+            if v % self.tick_units:
+                raise OffGridError(f"price {s!r} is not on the tick grid")
+            v //= self.tick_units
+        return v
+
+    cpdef int64_t qty_lots(self, object s) except -1:
+        """Parse a quantity string into lots of ``10**-qty_decimals``.
+
+        Raises
+        ------
+        OffGridError
+            If the quantity has more significant decimals than ``qty_decimals``.
+        NegativeNumberError, MalformedNumberError
+        """
+        return parse_units(s, self.qty_decimals)
+
+    cdef Py_ssize_t _parse_side(self, list levels, Py_ssize_t at) except -1:
+        cdef Py_ssize_t k, n = PyList_GET_SIZE(levels)
+        cdef object lv
+        for k in range(n):
+            lv = <object> PyList_GET_ITEM(levels, k)
+            if type(lv) is not tuple or PyTuple_GET_SIZE(lv) != 2:
+                if isinstance(lv, (list, tuple)) and len(lv) == 2:
+                    lv = tuple(lv)
+                else:
+                    raise MalformedNumberError("a level must be a [price, qty] pair")
+            self._px[at + k] = self.price_ticks(<object> PyTuple_GET_ITEM(lv, 0))
+            self._qty[at + k] = parse_units(<object> PyTuple_GET_ITEM(lv, 1), self.qty_decimals)
+        return at + n
+
+    cpdef Py_ssize_t validate(self, list bids, list asks) except -1:
+        """Parse every level without applying it; return the level count or raise DecodeError."""
+        cdef Py_ssize_t nb = PyList_GET_SIZE(bids)
+        self._reserve(nb + PyList_GET_SIZE(asks))
+        self._parse_side(bids, 0)
+        return self._parse_side(asks, nb)
+
+    cpdef Py_ssize_t apply_diff(self, OrderBook book, list bids, list asks, int64_t last_update_id) except -1:
+        """Apply one depth diff (absolute quantities; 0 deletes) and set the book's update id.
+
+        All levels are parsed first; on any DecodeError the book is untouched.
+        Returns the number of level changes applied. Source of the level
+        semantics: Binance spot ``web-socket-streams.md`` (venue-protocols.md 1.4).
+        """
+        cdef Py_ssize_t nb = PyList_GET_SIZE(bids)
+        cdef Py_ssize_t n, k
+        self._reserve(nb + PyList_GET_SIZE(asks))
+        self._parse_side(bids, 0)
+        n = self._parse_side(asks, nb)
+        for k in range(nb):
+            book.set_level(BID, self._px[k], self._qty[k])
+        for k in range(nb, n):
+            book.set_level(ASK, self._px[k], self._qty[k])
+        book.set_last_update_id(last_update_id)
+        return n
+
+    cpdef Py_ssize_t load_snapshot(self, OrderBook book, list bids, list asks, int64_t last_update_id) except -1:
+        """Replace the book's content with a depth snapshot.
+
+        Clears the book (which leaves it invalid), applies every level and sets
+        ``last_update_id``; the caller marks it valid once the bridging rule
+        holds. On DecodeError the book is left untouched.
+        """
+        cdef Py_ssize_t nb = PyList_GET_SIZE(bids)
+        cdef Py_ssize_t n, k
+        self._reserve(nb + PyList_GET_SIZE(asks))
+        self._parse_side(bids, 0)
+        n = self._parse_side(asks, nb)
+        book.clear()
+        for k in range(nb):
+            book.set_level(BID, self._px[k], self._qty[k])
+        for k in range(nb, n):
+            book.set_level(ASK, self._px[k], self._qty[k])
+        book.set_last_update_id(last_update_id)
+        return n

@@ -1,0 +1,1 @@
+"""Strategies. They see only the bus and a read-only book."""
