@@ -14,9 +14,10 @@ cdef class LevelParser:
     cdef Py_ssize_t _cap
 
     cdef int _reserve(self, Py_ssize_t n) except -1
-    cdef Py_ssize_t _parse_side(self, list levels, Py_ssize_t at) except -1
+    cdef Py_ssize_t _parse_side(self, object levels, Py_ssize_t at) except -1
+    cdef Py_ssize_t _parse_raw(self, object raw, Py_ssize_t at) except -1
     cpdef int64_t price_ticks(self, object s) except -1
     cpdef int64_t qty_lots(self, object s) except -1
-    cpdef Py_ssize_t validate(self, list bids, list asks) except -1
-    cpdef Py_ssize_t apply_diff(self, OrderBook book, list bids, list asks, int64_t last_update_id) except -1
-    cpdef Py_ssize_t load_snapshot(self, OrderBook book, list bids, list asks, int64_t last_update_id) except -1
+    cpdef Py_ssize_t validate(self, object bids, object asks) except -1
+    cpdef Py_ssize_t apply_diff(self, OrderBook book, object bids, object asks, int64_t last_update_id) except -1
+    cpdef Py_ssize_t load_snapshot(self, OrderBook book, object bids, object asks, int64_t last_update_id) except -1

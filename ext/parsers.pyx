@@ -14,6 +14,7 @@ from cpython.bytes cimport PyBytes_AsStringAndSize
 from cpython.list cimport PyList_GET_SIZE, PyList_GET_ITEM
 from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM
 from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from libc.stdint cimport int64_t, INT64_MAX
 
 from ext.book cimport OrderBook, BID, ASK
@@ -35,6 +36,10 @@ class OffGridError(DecodeError):
     """A price is not a multiple of the tick size, or has more decimals than the grid."""
 
 
+class BadLevelsError(DecodeError):
+    """A levels array is not a JSON array of ``["price", "qty"]`` string pairs."""
+
+
 cdef int64_t _POW10[19]
 _POW10[0] = 1
 for _i in range(1, 19):
@@ -48,7 +53,73 @@ cdef inline const char* _chars(object s, Py_ssize_t* n) except NULL:
     if type(s) is bytes:
         PyBytes_AsStringAndSize(s, &b, n)
         return b
-    raise MalformedNumberError(f"expected a decimal string, got {type(s).__name__}")
+    raise BadLevelsError(f"expected a decimal string, got {type(s).__name__}")
+
+
+# Error codes of _parse_c.
+cdef enum:
+    _OK = 0
+    _E_MALFORMED = 1
+    _E_NEGATIVE = 2
+    _E_OFFGRID = 3
+    _E_RANGE = 4
+
+
+cdef int _parse_c(const char* p, Py_ssize_t n, int decimals, int64_t* out) noexcept nogil:
+    # Digits, at most one '.', no sign, no exponent: the venue's decimal format.
+    cdef Py_ssize_t i = 0
+    cdef int64_t v = 0
+    cdef int frac = 0, digits = 0
+    cdef char c
+    if n == 0:
+        return _E_MALFORMED
+    if p[0] == 45:  # '-'
+        return _E_NEGATIVE
+    while i < n:
+        c = p[i]
+        if 48 <= c <= 57:
+            if v > (INT64_MAX - 9) // 10:
+                return _E_RANGE
+            v = v * 10 + (c - 48)
+            digits += 1
+            i += 1
+        elif c == 46:  # '.'
+            i += 1
+            break
+        else:
+            return _E_MALFORMED
+    while i < n:
+        c = p[i]
+        if not (48 <= c <= 57):
+            return _E_MALFORMED
+        if frac < decimals:
+            if v > (INT64_MAX - 9) // 10:
+                return _E_RANGE
+            v = v * 10 + (c - 48)
+            frac += 1
+        elif c != 48:
+            return _E_OFFGRID
+        digits += 1
+        i += 1
+    if digits == 0:
+        return _E_MALFORMED
+    if frac < decimals:
+        if v > INT64_MAX // _POW10[decimals - frac]:
+            return _E_RANGE
+        v *= _POW10[decimals - frac]
+    out[0] = v
+    return _OK
+
+
+cdef int _raise(int code, const char* p, Py_ssize_t n, int decimals) except -1:
+    text = p[:n].decode("utf-8", "replace") if n < 64 else p[:64].decode("utf-8", "replace") + "..."
+    if code == _E_NEGATIVE:
+        raise NegativeNumberError(f"negative number {text!r}")
+    if code == _E_OFFGRID:
+        raise OffGridError(f"{text!r} has more than {decimals} significant decimals")
+    if code == _E_RANGE:
+        raise MalformedNumberError(f"number out of range {text!r}")
+    raise MalformedNumberError(f"malformed number {text!r}")
 
 
 cdef int64_t parse_units(object s, int decimals) except -1:
@@ -57,56 +128,28 @@ cdef int64_t parse_units(object s, int decimals) except -1:
     Raises MalformedNumberError, NegativeNumberError, or OffGridError when the
     string carries a non-zero digit beyond ``decimals`` places.
     """
-    cdef Py_ssize_t n = 0, i = 0
+    cdef Py_ssize_t n = 0
     cdef const char* p = _chars(s, &n)
     cdef int64_t v = 0
-    cdef int frac = 0, digits = 0
-    cdef char c
-    if n == 0:
-        raise MalformedNumberError("empty number")
-    if p[0] == 45:  # '-'
-        raise NegativeNumberError(f"negative number {s!r}")
-    while i < n:
-        c = p[i]
-        if 48 <= c <= 57:
-            if v > (INT64_MAX - 9) // 10:
-                raise MalformedNumberError(f"number out of range {s!r}")
-            v = v * 10 + (c - 48)
-            digits += 1
-            i += 1
-        elif c == 46:  # '.'
-            i += 1
-            break
-        else:
-            raise MalformedNumberError(f"bad character in number {s!r}")
-    else:
-        if digits == 0:
-            raise MalformedNumberError(f"no digits in {s!r}")
-        return v * _POW10[decimals]
-    while i < n:
-        c = p[i]
-        if not (48 <= c <= 57):
-            raise MalformedNumberError(f"bad character in number {s!r}")
-        if frac < decimals:
-            if v > (INT64_MAX - 9) // 10:
-                raise MalformedNumberError(f"number out of range {s!r}")
-            v = v * 10 + (c - 48)
-            frac += 1
-        elif c != 48:
-            raise OffGridError(f"{s!r} has more than {decimals} significant decimals")
-        digits += 1
-        i += 1
-    if digits == 0:
-        raise MalformedNumberError(f"no digits in {s!r}")
-    if frac < decimals:
-        if v > INT64_MAX // _POW10[decimals - frac]:
-            raise MalformedNumberError(f"number out of range {s!r}")
-        v *= _POW10[decimals - frac]
+    cdef int code = _parse_c(p, n, decimals, &v)
+    if code != _OK:
+        _raise(code, p, n, decimals)
     return v
+
+
+cdef inline Py_ssize_t _ws(const char* p, Py_ssize_t i, Py_ssize_t n) noexcept nogil:
+    while i < n and (p[i] == 32 or p[i] == 10 or p[i] == 13 or p[i] == 9):
+        i += 1
+    return i
 
 
 cdef class LevelParser:
     """Parse ``[price, qty]`` string pairs of one instrument into ticks and lots.
+
+    Levels are accepted as a list of 2-tuples/lists of ``str``/``bytes``, or as the
+    raw JSON text of the array (``msgspec.Raw`` or ``bytes``), which is parsed in
+    place: the live path decodes ``b``/``a`` as ``msgspec.Raw`` so no Python
+    object is created per level.
 
     Parameters
     ----------
@@ -181,39 +224,111 @@ cdef class LevelParser:
         """
         return parse_units(s, self.qty_decimals)
 
-    cdef Py_ssize_t _parse_side(self, list levels, Py_ssize_t at) except -1:
-        cdef Py_ssize_t k, n = PyList_GET_SIZE(levels)
+    cdef Py_ssize_t _parse_side(self, object levels, Py_ssize_t at) except -1:
+        # Parse one side into the scratch buffers from index ``at``; return the new end.
+        cdef Py_ssize_t k, n
         cdef object lv
+        if type(levels) is not list:
+            return self._parse_raw(levels, at)
+        n = PyList_GET_SIZE(levels)
+        self._reserve(at + n)
         for k in range(n):
             lv = <object> PyList_GET_ITEM(levels, k)
             if type(lv) is not tuple or PyTuple_GET_SIZE(lv) != 2:
                 if isinstance(lv, (list, tuple)) and len(lv) == 2:
                     lv = tuple(lv)
                 else:
-                    raise MalformedNumberError("a level must be a [price, qty] pair")
+                    raise BadLevelsError("a level must be a [price, qty] pair")
             self._px[at + k] = self.price_ticks(<object> PyTuple_GET_ITEM(lv, 0))
             self._qty[at + k] = parse_units(<object> PyTuple_GET_ITEM(lv, 1), self.qty_decimals)
         return at + n
 
-    cpdef Py_ssize_t validate(self, list bids, list asks) except -1:
-        """Parse every level without applying it; return the level count or raise DecodeError."""
-        cdef Py_ssize_t nb = PyList_GET_SIZE(bids)
-        self._reserve(nb + PyList_GET_SIZE(asks))
-        self._parse_side(bids, 0)
-        return self._parse_side(asks, nb)
+    cdef Py_ssize_t _parse_raw(self, object raw, Py_ssize_t at) except -1:
+        # ``raw`` holds the JSON text of a ``[["price","qty"], ...]`` array (a msgspec.Raw
+        # or bytes): parse it in place, with no Python object per level.
+        cdef Py_buffer view
+        cdef const char* p
+        cdef Py_ssize_t n, i, ps, pn, qs, qn
+        cdef int64_t v
+        cdef int code
+        PyObject_GetBuffer(raw, &view, PyBUF_SIMPLE)
+        try:
+            p = <const char*> view.buf
+            n = view.len
+            i = _ws(p, 0, n)
+            if i >= n or p[i] != 91:  # '['
+                raise BadLevelsError("levels must be a JSON array")
+            i = _ws(p, i + 1, n)
+            if i < n and p[i] == 93:  # ']'
+                return at
+            while True:
+                if i >= n or p[i] != 91:
+                    raise BadLevelsError("a level must be a [price, qty] pair")
+                i = _ws(p, i + 1, n)
+                if i >= n or p[i] != 34:  # '"'
+                    raise BadLevelsError("a price must be a JSON string")
+                ps = i + 1
+                i = ps
+                while i < n and p[i] != 34 and p[i] != 92:
+                    i += 1
+                if i >= n or p[i] != 34:
+                    raise BadLevelsError("bad price string")
+                pn = i - ps
+                i = _ws(p, i + 1, n)
+                if i >= n or p[i] != 44:  # ','
+                    raise BadLevelsError("a level must be a [price, qty] pair")
+                i = _ws(p, i + 1, n)
+                if i >= n or p[i] != 34:
+                    raise BadLevelsError("a quantity must be a JSON string")
+                qs = i + 1
+                i = qs
+                while i < n and p[i] != 34 and p[i] != 92:
+                    i += 1
+                if i >= n or p[i] != 34:
+                    raise BadLevelsError("bad quantity string")
+                qn = i - qs
+                i = _ws(p, i + 1, n)
+                if i >= n or p[i] != 93:
+                    raise BadLevelsError("a level must be a [price, qty] pair")
+                if at >= self._cap:
+                    self._reserve(self._cap * 2)
+                code = _parse_c(p + ps, pn, self.price_decimals, &v)
+                if code != _OK:
+                    _raise(code, p + ps, pn, self.price_decimals)
+                if self.tick_units != 1:
+                    if v % self.tick_units:
+                        raise OffGridError(f"price {p[ps:ps + pn].decode('ascii', 'replace')!r} is not on the tick grid")
+                    v //= self.tick_units
+                self._px[at] = v
+                code = _parse_c(p + qs, qn, self.qty_decimals, &v)
+                if code != _OK:
+                    _raise(code, p + qs, qn, self.qty_decimals)
+                self._qty[at] = v
+                at += 1
+                i = _ws(p, i + 1, n)
+                if i < n and p[i] == 44:
+                    i = _ws(p, i + 1, n)
+                    continue
+                if i < n and p[i] == 93:
+                    return at
+                raise BadLevelsError("levels array is not terminated")
+        finally:
+            PyBuffer_Release(&view)
 
-    cpdef Py_ssize_t apply_diff(self, OrderBook book, list bids, list asks, int64_t last_update_id) except -1:
+    cpdef Py_ssize_t validate(self, object bids, object asks) except -1:
+        """Parse every level without applying it; return the level count or raise DecodeError."""
+        return self._parse_side(asks, self._parse_side(bids, 0))
+
+    cpdef Py_ssize_t apply_diff(self, OrderBook book, object bids, object asks, int64_t last_update_id) except -1:
         """Apply one depth diff (absolute quantities; 0 deletes) and set the book's update id.
 
         All levels are parsed first; on any DecodeError the book is untouched.
         Returns the number of level changes applied. Source of the level
         semantics: Binance spot ``web-socket-streams.md`` (venue-protocols.md 1.4).
         """
-        cdef Py_ssize_t nb = PyList_GET_SIZE(bids)
-        cdef Py_ssize_t n, k
-        self._reserve(nb + PyList_GET_SIZE(asks))
-        self._parse_side(bids, 0)
-        n = self._parse_side(asks, nb)
+        cdef Py_ssize_t nb = self._parse_side(bids, 0)
+        cdef Py_ssize_t n = self._parse_side(asks, nb)
+        cdef Py_ssize_t k
         for k in range(nb):
             book.set_level(BID, self._px[k], self._qty[k])
         for k in range(nb, n):
@@ -221,18 +336,16 @@ cdef class LevelParser:
         book.set_last_update_id(last_update_id)
         return n
 
-    cpdef Py_ssize_t load_snapshot(self, OrderBook book, list bids, list asks, int64_t last_update_id) except -1:
+    cpdef Py_ssize_t load_snapshot(self, OrderBook book, object bids, object asks, int64_t last_update_id) except -1:
         """Replace the book's content with a depth snapshot.
 
         Clears the book (which leaves it invalid), applies every level and sets
         ``last_update_id``; the caller marks it valid once the bridging rule
         holds. On DecodeError the book is left untouched.
         """
-        cdef Py_ssize_t nb = PyList_GET_SIZE(bids)
-        cdef Py_ssize_t n, k
-        self._reserve(nb + PyList_GET_SIZE(asks))
-        self._parse_side(bids, 0)
-        n = self._parse_side(asks, nb)
+        cdef Py_ssize_t nb = self._parse_side(bids, 0)
+        cdef Py_ssize_t n = self._parse_side(asks, nb)
+        cdef Py_ssize_t k
         book.clear()
         for k in range(nb):
             book.set_level(BID, self._px[k], self._qty[k])

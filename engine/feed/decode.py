@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from ext.parsers import DecodeError, MalformedNumberError, NegativeNumberError, OffGridError
+from ext.parsers import BadLevelsError, DecodeError, MalformedNumberError, NegativeNumberError, OffGridError
 from engine.feed import messages as m
 
 # Message kinds returned by FrameDecoder.decode.
@@ -55,7 +55,7 @@ def classify_error(exc: BaseException) -> str:
     Keys: ``wrong_type``, ``malformed_json``, ``unknown_stream``, ``unexpected_event``,
     ``off_grid``, ``negative_number``, ``malformed_number``, ``bad_frame``.
     """
-    if isinstance(exc, msgspec.ValidationError):
+    if isinstance(exc, (msgspec.ValidationError, BadLevelsError)):
         return "wrong_type"
     if isinstance(exc, msgspec.DecodeError):
         return "malformed_json"

@@ -12,6 +12,10 @@ import msgspec
 from msgspec import Struct, field
 
 Level = tuple[str, str]
+# Depth levels stay raw JSON (``[["price","qty"],...]``) until ext.parsers.LevelParser
+# parses them in place: no Python object per level on the hot path. Tests may pass
+# lists of (price, qty) string pairs instead; the parser takes both.
+Levels = msgspec.Raw
 
 
 class DepthUpdate(Struct, gc=False):
@@ -24,8 +28,8 @@ class DepthUpdate(Struct, gc=False):
     symbol: str = field(name="s")
     first_update_id: int = field(name="U")
     final_update_id: int = field(name="u")
-    bids: list[Level] = field(name="b")
-    asks: list[Level] = field(name="a")
+    bids: Levels = field(name="b")
+    asks: Levels = field(name="a")
     event: str = field(name="e", default="depthUpdate")
     event_time_ms: int = field(name="E", default=0)
     transaction_time_ms: int = field(name="T", default=0)
@@ -39,8 +43,8 @@ class DepthSnapshot(Struct, gc=False):
     """
 
     last_update_id: int = field(name="lastUpdateId")
-    bids: list[Level]
-    asks: list[Level]
+    bids: Levels
+    asks: Levels
     event_time_ms: int = field(name="E", default=0)
     transaction_time_ms: int = field(name="T", default=0)
     symbol: str = ""
