@@ -51,6 +51,44 @@ def _cmd_book(args: argparse.Namespace) -> int:
     return 1 if (rep.bbo_mismatches or rep.crossed) else 0
 
 
+def _cmd_sim(args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+
+    import uvloop
+
+    from engine.sim import describe, start_simulator
+
+    for f in args.data or ():
+        if not Path(f).is_file():
+            print(f"mm-engine sim: no such file: {f}", file=sys.stderr)
+            return 2
+    source = list(args.data) if args.data else None
+    speed = None if args.speed == 0 else args.speed
+
+    async def main() -> int:
+        from engine.sim.server import make_source
+        handle = await start_simulator(make_source(source, speed=speed), host=args.host, port=args.port,
+                                       rest_port=args.rest_port)
+        for line in describe(handle):
+            print(line, flush=True)
+        stop = asyncio.get_running_loop().create_future()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+        try:
+            done, _ = await asyncio.wait([stop, handle.ended], return_when=asyncio.FIRST_COMPLETED)
+            if handle.ended in done and not args.serve_after_end:
+                print("market ended", flush=True)
+            elif handle.ended in done:
+                print("market ended; serving until stopped", flush=True)
+                await stop
+        finally:
+            await handle.close()
+        return 0
+
+    return uvloop.run(main())
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of ``mm-engine``."""
     p = argparse.ArgumentParser(prog="mm-engine", description="Low-latency market-making engine.")
@@ -64,6 +102,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--exchange-info", metavar="PATH", help="exchangeInfo JSON for instruments not built in")
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.set_defaults(func=_cmd_book)
+
+    s = sub.add_parser("sim", help="run the loopback Binance-compatible exchange simulator")
+    s.add_argument("--data", action="append", metavar="FILE",
+                   help="recording to serve (repeatable: the files of one session, in order); "
+                        "default: the embedded synthetic market")
+    s.add_argument("--port", type=int, default=0, help="streams + WS API port (default: a free port)")
+    s.add_argument("--rest-port", type=int, default=0, help="REST port (default: a free port)")
+    s.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
+    s.add_argument("--speed", type=float, default=1.0, help="pace factor over recorded time; 0 = as fast as possible")
+    s.add_argument("--serve-after-end", action="store_true", help="keep serving when the market ends")
+    s.set_defaults(func=_cmd_sim)
     return p
 
 

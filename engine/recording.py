@@ -10,7 +10,6 @@ raw body with no combined-stream envelope.
 from __future__ import annotations
 
 import gzip
-import io
 import os
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator, NamedTuple
@@ -42,11 +41,11 @@ class Record(NamedTuple):
 
 def open_recording(path: str | os.PathLike[str]) -> BinaryIO:
     """Open a recording for binary reading, transparently un-gzipping it."""
-    f = open(path, "rb")
-    head = f.peek(2)[:2] if hasattr(f, "peek") else b""
+    with open(path, "rb") as f:
+        head = f.read(2)
     if head == _GZIP_MAGIC:
-        return gzip.GzipFile(fileobj=f, mode="rb")  # type: ignore[return-value]
-    return f
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    return open(path, "rb")
 
 
 def parse_line(line: bytes, source: str = "?") -> Record:
@@ -123,4 +122,4 @@ def data_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-__all__ = ["Record", "RecordingError", "RecordingWriter", "data_dir", "iter_records", "open_recording", "parse_line", "io"]
+__all__ = ["Record", "RecordingError", "RecordingWriter", "data_dir", "iter_records", "open_recording", "parse_line"]
