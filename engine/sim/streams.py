@@ -97,8 +97,11 @@ def envelope(stream: str, payload: bytes) -> bytes:
 
 # -- control-message replies (spot web-socket-streams.md "Error Messages") ---------------------
 _METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")
-# Binance accepts ids that are 64-bit signed integers, alphanumeric strings up to 36 chars or null.
-_ID_STR = re.compile(r"^[A-Za-z0-9]{1,36}$")
+# Binance documents ids as 64-bit signed integers, alphanumeric strings up to 36 chars or null
+# (venue-protocols.md 2; the doc's own error text says "unsigned integer": inconsistent, section 10).
+# Binance's official spot SDK (binance-sdk-spot) sends a hyphenated UUID (36 chars) as the
+# SUBSCRIBE id by default, so the venue accepts hyphens: we do too. [derived]
+_ID_STR = re.compile(r"^[A-Za-z0-9-]{1,36}$")
 _INT64 = (-(2 ** 63), 2 ** 63 - 1)
 
 

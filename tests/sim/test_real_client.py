@@ -1,8 +1,8 @@
 """Binance's official Python SDK (``binance-sdk-spot``), unchanged, against the simulator.
 
-The SDK only gets the simulator's base URLs, test keys and request timeouts through its
-own ``Configuration*`` objects. On the synthetic BTCUSDT market, on loopback and free
-ports, on the default asyncio loop and on uvloop, it:
+The SDK gets the simulator's base URLs, the test keys, timeouts and retry counts through
+its own ``Configuration*`` objects; no SDK code or setting beyond those is touched. On the synthetic BTCUSDT market, on
+loopback and free ports, on the default asyncio loop and on uvloop, it:
 
 * subscribes to ``btcusdt@depth@100ms`` through its WebSocket streams client and
   checks the diffs (``U``/``u`` contiguous, levels present);
@@ -14,8 +14,6 @@ ports, on the default asyncio loop and on uvloop, it:
 * places a resting LIMIT bid over REST (HMAC-signed) and one over the WebSocket API
   (logged-on session), reads each ``executionReport`` NEW, cancels each and reads the
   ``CANCELED`` report (``clientOrderId`` round trip: ``c`` on NEW, ``C`` on CANCELED).
-
-One setting is not a URL: the stream client's ``id_strict_int`` (see :func:`_scenario`).
 """
 from __future__ import annotations
 
@@ -151,12 +149,7 @@ async def _scenario() -> None:
         assert streams is not None and len(streams.connections) == 1
         stream_errors: list[Any] = []
         streams.on_connection("error", stream_errors.append)
-        # The spot stream client sends a UUID string ("8-4-4-4-12", with hyphens) as the
-        # SUBSCRIBE id. The simulator follows the spot docs' "alphanumeric string, max 36"
-        # and answers {"code":2,"msg":"Invalid request: request ID must be an unsigned
-        # integer"}. id_strict_int is the SDK's own switch (a WebSocketStreamBase
-        # constructor option other Binance products turn on) for integer ids.
-        streams.id_strict_int = True
+        # The SDK's default SUBSCRIBE id is a hyphenated UUID string; the simulator accepts it.
         diffs: list[DiffBookDepthResponse] = []
         # The enum member itself would render as "@DiffBookDepthUpdateSpeedEnum.UPDATE_SPEED_100ms".
         depth_stream = await streams.diff_book_depth(

@@ -109,7 +109,7 @@ def test_stream_names():
     (b'{"method":"SUBSCRIBE",', 3, "Invalid JSON: expected value at line 1 column 23", None),
     (b"[1,2]", 3, None, None),
     (b'{"method":"SUBSCRIBE","params":[],"id":1.5}', 2, "Invalid request: request ID must be an unsigned integer", None),
-    (b'{"method":"SUBSCRIBE","params":[],"id":"a-b"}', 2, "Invalid request: request ID must be an unsigned integer", None),
+    (b'{"method":"SUBSCRIBE","params":[],"id":"a_b"}', 2, "Invalid request: request ID must be an unsigned integer", None),
     (b'{"method":"SUBSCRIBE","params":[]}', 2, "Invalid request: request ID must be an unsigned integer", None),
     (b'{"params":[],"id":9}', 2, "Invalid request: missing field `method` at line 1 column 20", 9),
     (b'{"method":"SUBSCRIPTION","params":[],"id":4}', 2,
