@@ -89,6 +89,88 @@ def _cmd_sim(args: argparse.Namespace) -> int:
     return uvloop.run(main())
 
 
+# Embedded default: how long `mm-engine run` quotes on the synthetic market, s.
+DEFAULT_SYNTHETIC_DURATION_S = 20.0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import os
+    from decimal import Decimal, InvalidOperation
+
+    import uvloop
+
+    from engine.live.runner import RunConfig, run
+    from engine.orders.signing import HmacSigner
+    from engine.sim.auth import DEFAULT_API_KEY, DEFAULT_API_SECRET
+    from engine.sim.orders import split_symbol
+    from engine.sim.server import make_source, start_simulator
+    from strategies.symmetric import SymmetricConfig, SymmetricQuoter
+
+    for f in args.data or ():
+        if not Path(f).is_file():
+            print(f"mm-engine run: no such file: {f}", file=sys.stderr)
+            return 2
+    try:
+        qty = Decimal(args.qty)
+    except InvalidOperation:
+        print(f"mm-engine run: --qty is not a decimal: {args.qty!r}", file=sys.stderr)
+        return 2
+    duration = args.duration
+    if duration is None and not args.data:
+        duration = DEFAULT_SYNTHETIC_DURATION_S
+    speed = None if args.speed == 0 else args.speed
+    key = os.environ.get("MM_SIM_API_KEY") or DEFAULT_API_KEY
+    secret = os.environ.get("MM_SIM_API_SECRET") or DEFAULT_API_SECRET
+
+    async def main():
+        handle = await start_simulator(make_source(list(args.data) if args.data else None, speed=speed))
+        try:
+            symbol = (args.symbol or (handle.market.symbols() or ["BTCUSDT"])[0]).upper()
+            try:
+                strat = SymmetricQuoter(SymmetricConfig(
+                    symbol=symbol, half_spread_ticks=args.half_spread_ticks, requote_ticks=args.requote_ticks,
+                    order_qty=qty, max_position_steps=args.max_position_steps))
+            except ValueError as e:
+                print(f"mm-engine run: {e}", file=sys.stderr)
+                return None
+            print(f"simulator: {handle.streams_url} (market: {'recording' if args.data else 'synthetic'}), "
+                  f"symbol {symbol}, duration {duration if duration is not None else 'until the market ends'}",
+                  file=sys.stderr, flush=True)
+            ex = handle.exchange
+            base, quote = split_symbol(symbol)
+            start = {a: sum(ex.balance(a)) for a in (base, quote)}
+            summary = await run(RunConfig(
+                streams_url=handle.streams_url, ws_api_url=handle.ws_api_url,
+                signer=HmacSigner(key, secret), symbol=symbol, strategy=strat,
+                duration_s=duration, stop_when=handle.ended))
+            # The venue's own account of the run, to cross-check the engine's books.
+            venue = {
+                "position": str(sum(ex.balance(base)) - start[base]),
+                "quote_change": str(sum(ex.balance(quote)) - start[quote]),
+                "open_orders": len(ex.open_order_ids(symbol)),
+                "client_order_ids_received": sum(ex.received_client_order_ids.values()),
+                "duplicate_client_order_ids": len(ex.duplicate_client_order_ids()),
+                "rejects_by_code": {str(k): v for k, v in ex.rejects_by_code.items()},
+            }
+            return summary, venue
+        finally:
+            await handle.close()
+
+    out = uvloop.run(main())
+    if out is None:
+        return 2
+    summary, venue = out
+    doc = msgspec.to_builtins(summary)
+    doc["venue"] = venue
+    text = msgspec.json.format(msgspec.json.encode(doc)).decode()
+    print(text)
+    if args.summary_json:
+        Path(args.summary_json).write_text(text + "\n")
+    ok = (summary.open_orders_at_exit == 0 and summary.duplicate_client_order_ids == 0
+          and venue["open_orders"] == 0 and venue["duplicate_client_order_ids"] == 0)
+    return 0 if ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of ``mm-engine``."""
     p = argparse.ArgumentParser(prog="mm-engine", description="Low-latency market-making engine.")
@@ -113,6 +195,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--speed", type=float, default=1.0, help="pace factor over recorded time; 0 = as fast as possible")
     s.add_argument("--serve-after-end", action="store_true", help="keep serving when the market ends")
     s.set_defaults(func=_cmd_sim)
+
+    r = sub.add_parser("run", help="quote against the loopback simulator over real WebSockets and print a summary")
+    r.add_argument("--data", action="append", metavar="FILE",
+                   help="recording to trade on (repeatable: the files of one session, in order); "
+                        "default: the embedded synthetic market")
+    r.add_argument("--speed", type=float, default=1.0, help="pace factor over recorded time; 0 = as fast as possible")
+    r.add_argument("--duration", type=float, metavar="S",
+                   help=f"seconds to quote (default: {DEFAULT_SYNTHETIC_DURATION_S:g} on the synthetic market, "
+                        "until the recording ends with --data)")
+    r.add_argument("--summary-json", metavar="PATH", help="also write the summary to this JSON file")
+    r.add_argument("--symbol", help="symbol to quote (default: the market's first)")
+    r.add_argument("--half-spread-ticks", type=int, default=5, help="quote distance from mid, ticks")
+    r.add_argument("--requote-ticks", type=int, default=2, help="mid move that triggers a re-quote, ticks")
+    r.add_argument("--qty", default="0.001", help="quote size, base currency (floored to the step size)")
+    r.add_argument("--max-position-steps", type=int, default=1000, help="absolute inventory limit, steps")
+    r.set_defaults(func=_cmd_run)
     return p
 
 
