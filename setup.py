@@ -35,10 +35,14 @@ if DEBUG:
 CFLAGS = ["-O0", "-g"] if DEBUG else ["-O3"]
 
 # One extension per module; they share declarations through .pxd cimports.
+# Per-module options (language defaults to "c"):
 # ext.book is C++ for std::map (its overflow levels); its .pxd stays plain C.
+# ext.sign links OpenSSL's libcrypto (SHA-256 for HMAC request signing).
 MODULES = {
-    "ext.book": "c++",
-    "ext.parsers": "c",
+    "ext.book": {"language": "c++"},
+    "ext.parsers": {},
+    "ext.sign": {"libraries": ["crypto"]},
+    "ext.dedup": {},
 }
 
 extensions = [
@@ -48,9 +52,9 @@ extensions = [
         include_dirs=[np.get_include()],
         define_macros=MACROS,
         extra_compile_args=CFLAGS,
-        language=lang,
+        **{"language": "c", **opts},
     )
-    for name, lang in MODULES.items()
+    for name, opts in MODULES.items()
 ]
 
 setup(

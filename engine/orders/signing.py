@@ -9,8 +9,9 @@ Payloads (venue-protocols.md section 4):
 * **REST** (4.1): the percent-encoded query string concatenated with the
   percent-encoded body, no separator, parameters in the order sent (no
   sorting). Percent-encoding is mandatory since 2026-01-15.
-* HMAC-SHA256 signatures are lower-case hex (4.1); Ed25519 signatures are
-  base64 (4.3) and must themselves be percent-encoded on REST.
+* HMAC-SHA256 signatures are lower-case hex (4.1), computed by
+  :class:`ext.sign.HmacSigner` (key prepared once, OpenSSL); Ed25519
+  signatures are base64 (4.3) and must themselves be percent-encoded on REST.
 * ``session.logon`` accepts Ed25519 keys only (3.3); HMAC keys sign each
   request and subscribe to user data with ``userDataStream.subscribe.signature``.
 
@@ -20,11 +21,11 @@ cannot be pickled (which would write the secret to disk).
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 from decimal import Decimal
 from typing import Any, Iterable, Mapping
 from urllib.parse import quote, urlencode
+
+from ext import sign as _ext_sign
 
 HMAC_SHA256 = "HMAC"
 ED25519 = "ED25519"
@@ -126,22 +127,22 @@ class HmacSigner(Signer):
     ----------
     api_key : str
     secret : str or bytes
-        The secret key; kept privately, never shown.
+        The secret key (str is UTF-8 encoded). Only the key state prepared by
+        :class:`ext.sign.HmacSigner` is kept, never the secret itself.
     """
 
-    __slots__ = ("_key",)
+    __slots__ = ("_mac",)
     kind = HMAC_SHA256
 
     def __init__(self, api_key: str, secret: str | bytes) -> None:
         super().__init__(api_key)
         if not secret:
             raise ValueError("secret is empty")
-        self._key = secret.encode() if isinstance(secret, str) else bytes(secret)
+        self._mac = _ext_sign.HmacSigner(secret.encode() if isinstance(secret, str) else secret)
 
     def sign(self, payload: str | bytes) -> str:
         """Return the hex HMAC-SHA256 of ``payload`` (UTF-8)."""
-        m = payload.encode() if isinstance(payload, str) else payload
-        return hmac.new(self._key, m, hashlib.sha256).hexdigest()
+        return self._mac.sign_hex(payload.encode() if isinstance(payload, str) else payload)
 
 
 class Ed25519Signer(Signer):
