@@ -56,15 +56,18 @@ SELL = "SELL"
 SIDES = (BUY, SELL)
 
 # Order statuses (Binance ``X`` values, venue-protocols.md 3.6, SPOT-ENUM), plus
-# PENDING_NEW for "sent, not yet acknowledged".
+# PENDING_NEW for "sent, not yet acknowledged" and UNKNOWN for "sent, outcome in doubt"
+# (no answer in time, 5xx, connection lost: engine.orders.state). An UNKNOWN order may be
+# live on the venue, so it counts as open.
 PENDING_NEW = "PENDING_NEW"
+UNKNOWN = "UNKNOWN"
 NEW = "NEW"
 PARTIALLY_FILLED = "PARTIALLY_FILLED"
 FILLED = "FILLED"
 CANCELED = "CANCELED"
 REJECTED = "REJECTED"
 EXPIRED = "EXPIRED"
-OPEN_STATUSES = frozenset((PENDING_NEW, NEW, PARTIALLY_FILLED))
+OPEN_STATUSES = frozenset((PENDING_NEW, UNKNOWN, NEW, PARTIALLY_FILLED))
 TERMINAL_STATUSES = frozenset((FILLED, CANCELED, REJECTED, EXPIRED))
 
 # Connection / book states of ConnectionEvent.state.
@@ -77,7 +80,7 @@ SHUTDOWN = "shutdown"
 __all__ = [
     "ASK", "BID", "BUY", "NO_ASK", "NO_BID", "SELL", "BookInvalidError", "BookView", "ConnectionEvent",
     "Fill", "OrderError", "OrderSender", "OrderUpdate", "Strategy", "StrategyBus", "StrategyContext", "TradeEvent",
-    "TradingDisabled", "min_notional_units",
+    "TradingDisabled", "UNKNOWN", "min_notional_units",
 ]
 
 
@@ -121,7 +124,7 @@ class OrderUpdate(msgspec.Struct, frozen=True, gc=False):
     side : str
         ``BUY`` or ``SELL``.
     status : str
-        ``PENDING_NEW``, ``NEW``, ``PARTIALLY_FILLED``, ``FILLED``, ``CANCELED``,
+        ``PENDING_NEW``, ``UNKNOWN``, ``NEW``, ``PARTIALLY_FILLED``, ``FILLED``, ``CANCELED``,
         ``REJECTED`` or ``EXPIRED``.
     price_ticks, qty_steps, filled_steps : int
     error_code : int
@@ -368,6 +371,7 @@ class _Tracker(Protocol):
     def on_place_not_sent(self, client_order_id: str, reason: str) -> None: ...
     def on_cancel_sent(self, client_order_id: str) -> None: ...
     def on_cancel_all_sent(self, symbol: str) -> None: ...
+    def on_cancel_wanted(self, client_order_id: str) -> None: ...
     def get(self, client_order_id: str) -> Any: ...
     def open_orders(self, symbol: str | None = None) -> list: ...
     def position_steps(self, symbol: str) -> int: ...
@@ -502,10 +506,18 @@ class StrategyContext:
         return cid
 
     def cancel(self, client_order_id: str) -> bool:
-        """Send ``order.cancel`` for an open order; return False if it is not open or already being cancelled."""
+        """Send ``order.cancel`` for an open order; return False if it is not open or already being cancelled.
+
+        An order whose outcome is in doubt (``UNKNOWN``) is not cancelled by
+        request: the wish is recorded and the engine's resolver cancels it if the
+        venue has it, or abandons it (never resends it) if not. Returns True then.
+        """
         o = self.tracker.get(client_order_id)
         if o is None or o.status not in OPEN_STATUSES or o.cancel_pending:
             return False
+        if o.status == UNKNOWN:
+            self.tracker.on_cancel_wanted(client_order_id)
+            return True
         if not self.sender.ready:
             return False
         self.tracker.on_cancel_sent(client_order_id)

@@ -4,16 +4,24 @@
 
 1. connect the WS API (``/ws-api/v3``), read the symbol's filters from
    ``exchangeInfo`` (built-in instrument as a fallback), authenticate and
-   subscribe to user data (venue-protocols.md 3.3), and cancel orders left open
-   by a previous run (``openOrders.status`` then ``openOrders.cancelAll``);
+   subscribe to user data (venue-protocols.md 3.3), and **reconcile**
+   (:func:`engine.orders.reconcile.reconcile`: ``openOrders.status``; adopt our
+   own orders by the instance prefix -- and cancel them if
+   ``cancel_open_at_start`` --, cancel or leave foreign ones per
+   ``foreign_orders``); the :class:`~engine.orders.reconcile.ReconcileReport` is
+   logged before the first quote;
 2. connect the combined market stream (1.1, section 2); the feed asks for a
    depth snapshot once the first diff is buffered and again after every gap
    (``on_snapshot_needed``, 1.5-1.6); the snapshot comes from the WS API
    ``depth`` method (1.3);
 3. run the strategy inline on every frame until ``duration_s`` elapses, the
    ``stop_when`` awaitable completes (e.g. the simulator's ``ended``), market
-   data stays silent for ``idle_timeout_s``, the order connection is lost, or
-   SIGINT arrives;
+   data stays silent for ``idle_timeout_s``, the order connection is lost for
+   good (``max_ws_reconnects`` spent), or SIGINT arrives. A watchdog expires
+   unanswered order requests (``order_timeout_s``: the order becomes UNKNOWN,
+   never failed) and drives the :class:`~engine.orders.reconcile.OrderResolver`
+   (``order.status`` by ``origClientOrderId``; adopt, resend with the same id
+   after the venue's window, or abandon);
 4. shut down: stop accepting orders, close the market stream, call the
    strategy's ``on_stop``, ``openOrders.cancelAll``, wait for the tracker to see
    every order closed, ask the venue ``openOrders.status`` (the
@@ -23,6 +31,15 @@
 If the market stream drops, quotes are pulled (``openOrders.cancelAll``), the
 books are invalidated and the stream reconnects (up to ``max_reconnects``);
 the book is resynced from a fresh snapshot.
+
+If the WS API connection drops, no order can be sent (``WsApiClient.paused``)
+until it is back: every request in flight is in doubt (place: UNKNOWN), every
+open order is put on the in-doubt list (user-data events of the gap are lost,
+they are not replayed); the runner reconnects with back-off, authenticates,
+resubscribes to user data, reconciles (``openOrders.status``), resolves every
+order in doubt with ``order.status`` (waiting out the venue's window where
+needed, 4.4), asks for depth snapshots the feed is waiting for, and only then
+lets the strategy quote again.
 """
 from __future__ import annotations
 
@@ -41,9 +58,11 @@ from engine.feed.market import MarketDataFeed
 from engine.instruments import SPOT, Instrument, InstrumentError, get_builtin, instrument_from_exchange_info
 from engine.live.streams import MarketStreamClient, combined_stream_url, stream_names
 from engine.live.wsapi import WsApiClient, WsApiError
+from engine.orders import state as st
 from engine.orders.ids import ClientOrderIdGenerator, next_restart_epoch
+from engine.orders.reconcile import CANCEL, LEAVE, OrderResolver, ReconcileReport, owned_by, reconcile
 from engine.orders.signing import Signer
-from engine.orders.tracker import OrderTracker
+from engine.orders.tracker import DEFAULT_RING_CAPACITY, OrderTracker
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +114,30 @@ class RunConfig(msgspec.Struct, kw_only=True):
     cancel_on_gap : bool
         Pull quotes of a symbol whose book went invalid.
     cancel_open_at_start : bool
-        Cancel orders left open on the account before quoting.
+        Cancel our own orders (instance prefix) left open by an earlier run, after
+        adopting them, before quoting.
+    foreign_orders : str
+        ``"cancel"`` or ``"leave"`` the symbol's open orders that are not ours, at
+        start and after every WS API reconnect (leave them when several instances
+        trade one account).
+    order_timeout_s : float
+        An order request unanswered for this long makes the order UNKNOWN (or its
+        cancel in doubt), s.
+    status_margin_ms : int
+        Added to ``timestamp + recvWindow`` before "not found" is conclusive, ms
+        (clock offset to the venue plus the 1000 ms a request may be ahead, 4.4).
+    resend_unknown : bool
+        Send a conclusively missing UNKNOWN order again with the same client order
+        id (unless the strategy cancelled it); False abandons it.
+    max_resends : int
+        Resends per order.
+    max_ws_reconnects : int
+        WS API reconnects allowed before the run stops (0: stop on the first loss).
+    resolve_timeout_s : float
+        Bound of the wait for orders in doubt after a reconnect and at shutdown, s
+        (at least the venue's window is waited at shutdown).
+    dedup_capacity : int
+        Client order ids kept in the dedup ring.
     shutdown_timeout_s : float
         Bound of each shutdown wait, s.
     connect_timeout_s : float
@@ -123,6 +165,14 @@ class RunConfig(msgspec.Struct, kw_only=True):
     epoch_state_path: str | None = None
     cancel_on_gap: bool = True
     cancel_open_at_start: bool = True
+    foreign_orders: str = CANCEL
+    order_timeout_s: float = 5.0
+    status_margin_ms: int = 1000
+    resend_unknown: bool = True
+    max_resends: int = 1
+    max_ws_reconnects: int = 5
+    resolve_timeout_s: float = 15.0
+    dedup_capacity: int = DEFAULT_RING_CAPACITY
     shutdown_timeout_s: float = 5.0
     connect_timeout_s: float = 10.0
     max_reconnects: int = 5
@@ -195,6 +245,39 @@ class RunSummary(msgspec.Struct, kw_only=True):
     book_invalid_reads, strategy_errors : int
     reconnects : int
         Market-stream reconnect attempts.
+    ws_api_reconnects : int
+        WS API reconnects that completed (session, user data, reconciliation).
+    local_duplicates : int
+        Orders refused by the dedup ring (client id already used): never sent.
+    venue_duplicates : int
+        ``-2010 "Duplicate order sent."`` / ``-4116`` answers: adopted by query, not failures.
+    unknown_outcomes : int
+        5xx / -1006 / -1007 answers and requests lost with the connection (3.2, 6.1).
+    timeouts : int
+        Order requests expired without an answer (``order_timeout_s``).
+    orders_unknown : int
+        Times an order entered UNKNOWN.
+    unknown_resolved : int
+        UNKNOWN orders settled by venue evidence (late answer, report, ``order.status``).
+    unknown_left : int
+        Orders still UNKNOWN at exit (should be 0).
+    status_queries : int
+        ``order.status`` queries of the resolver.
+    resends : int
+        Orders sent again with the same client order id after a conclusive "not found".
+    abandoned : int
+        UNKNOWN orders closed as never placed (not on the venue after the window).
+    adopted : int
+        Our orders found on the venue that this run did not track (earlier run).
+    late_responses : int
+        Responses that arrived after their request had expired (applied).
+    reconciled_fills : int
+        Fills booked from ``order.status`` because their trade reports were lost
+        (commission unknown).
+    reconciled_fill_qty : Decimal
+        Their quantity, base currency.
+    reconciliations : list of ReconcileReport
+        Start and every reconnect.
     """
 
     symbol: str
@@ -228,6 +311,22 @@ class RunSummary(msgspec.Struct, kw_only=True):
     book_invalid_reads: int = 0
     strategy_errors: int = 0
     reconnects: int = 0
+    ws_api_reconnects: int = 0
+    local_duplicates: int = 0
+    venue_duplicates: int = 0
+    unknown_outcomes: int = 0
+    timeouts: int = 0
+    orders_unknown: int = 0
+    unknown_resolved: int = 0
+    unknown_left: int = 0
+    status_queries: int = 0
+    resends: int = 0
+    abandoned: int = 0
+    adopted: int = 0
+    late_responses: int = 0
+    reconciled_fills: int = 0
+    reconciled_fill_qty: Decimal = Decimal(0)
+    reconciliations: list[ReconcileReport] = []
 
 
 def _plain(d: Decimal) -> Decimal:
@@ -252,11 +351,24 @@ class _Session:
         self.loop = asyncio.get_running_loop()
         self.stop = asyncio.Event()
         self.end_reason = ""
-        self.tracker = OrderTracker({})
+        if config.foreign_orders not in (CANCEL, LEAVE):
+            raise ValueError(f"foreign_orders must be {CANCEL!r} or {LEAVE!r}")
+        self.tracker = OrderTracker({}, ring_capacity=config.dedup_capacity)
         self.ids = ClientOrderIdGenerator(config.client_id_prefix, next_restart_epoch(config.epoch_state_path))
         signer: Signer = config.signer
         self.wsapi = WsApiClient(config.ws_api_url, signer, self.tracker, {}, recv_window_ms=config.recv_window_ms,
-                                 on_connection=self._on_connection)
+                                 on_connection=self._on_connection, request_timeout_s=config.order_timeout_s)
+        # Orders are held back until the first reconciliation is done.
+        self.wsapi.paused = True
+        self.resolver = OrderResolver(
+            self.tracker, self.wsapi,
+            # The venue's default recvWindow applies when none is sent (4.4).
+            recv_window_ms=config.recv_window_ms if config.recv_window_ms is not None else 5000,
+            margin_ms=config.status_margin_ms, resend=config.resend_unknown, max_resends=config.max_resends,
+            query_timeout_s=config.order_timeout_s)
+        self.reports: list[ReconcileReport] = []
+        self.ws_reconnects = 0
+        self.ws_reconnecting = False
         self.instrument: Instrument | None = None
         self.ctx: StrategyContext | None = None
         self.bus: StrategyBus | None = None
@@ -293,12 +405,85 @@ class _Session:
         if self.bus is not None:
             self.bus.on_connection(ev)
         if ev.name == "ws-api" and ev.state == DISCONNECTED and not self.wsapi.closing:
-            self.request_stop("ws-api lost")
+            self._on_ws_api_lost(ev.detail)
         elif ev.name == "ws-api" and ev.state == SHUTDOWN:
             log.warning("the venue announced serverShutdown on the WS API")
         elif ev.name == "streams" and ev.state == DISCONNECTED and self.streams is not None \
                 and not self.streams.closing and not self.stop.is_set():
             self._on_streams_lost()
+
+    def _on_ws_api_lost(self, detail: str) -> None:
+        # Requests in flight are already in doubt (WsApiClient.on_ws_disconnected); the
+        # user-data events of the gap are lost: every open order must be confirmed.
+        self.wsapi.paused = True
+        self.tracker.on_connection_lost()
+        if self.stop.is_set() or self.ws_reconnecting:
+            return
+        if self.ws_reconnects >= self.cfg.max_ws_reconnects:
+            self.request_stop("ws-api lost")
+            return
+        log.warning("WS API connection lost (%s); reconnecting", detail)
+        self.ws_reconnecting = True
+        self._tasks.append(self.loop.create_task(self._reconnect_ws_api()))
+
+    async def _reconnect_ws_api(self) -> None:
+        cfg = self.cfg
+        delay = _RECONNECT_FIRST_S
+        try:
+            while not self.stop.is_set():
+                if self.ws_reconnects >= cfg.max_ws_reconnects:
+                    self.request_stop("ws-api lost")
+                    return
+                await asyncio.sleep(delay)
+                try:
+                    if self.wsapi.connected:
+                        # The session, not the socket, was lost (user stream ended): start over.
+                        await self.wsapi.close(cfg.shutdown_timeout_s)
+                        self.wsapi.closing = False
+                    await self.wsapi.connect(cfg.connect_timeout_s)
+                    await asyncio.wait_for(self.wsapi.start_session(), cfg.connect_timeout_s)
+                    await self._reconcile("reconnect")
+                except Exception as e:  # noqa: BLE001 - any failure: back off and retry
+                    log.warning("WS API reconnect failed: %r", e)
+                    delay = min(delay * 2, _RECONNECT_MAX_S)
+                    if self.wsapi.connected:
+                        self.wsapi.transport.disconnect()
+                    continue
+                self.ws_reconnects += 1
+                # Quote again only once every order in doubt is settled (bounded wait).
+                if not await self.resolver.settle(cfg.resolve_timeout_s):
+                    log.warning("%d orders still in doubt after the reconnect; quoting resumes anyway",
+                                self.tracker.in_doubt_count())
+                if self.wsapi.connected and not self.stop.is_set():
+                    self.wsapi.paused = False
+                    if self.feed is not None:
+                        for s, sync in self.feed.syncs.items():
+                            if not sync.valid and sync.buffered > 0:
+                                self.wsapi.request_snapshot(s, cfg.depth_limit)
+                    log.info("WS API back; quoting resumes")
+                return
+        finally:
+            self.ws_reconnecting = False
+
+    async def _reconcile(self, reason: str) -> ReconcileReport:
+        cfg = self.cfg
+        rep = await reconcile(self.wsapi, self.tracker, self.symbol, owned_by(cfg.client_id_prefix), reason=reason,
+                              foreign=cfg.foreign_orders, cancel_own=cfg.cancel_open_at_start and reason == "start",
+                              timeout_s=cfg.connect_timeout_s)
+        self.reports.append(rep)
+        return rep
+
+    async def _watchdog(self) -> None:
+        # Expire unanswered order requests and drive the resolver; the period is a fraction of
+        # the timeout so an expiry is late by at most a quarter of it.
+        period = max(0.005, min(0.05, self.cfg.order_timeout_s / 4))
+        while True:
+            await asyncio.sleep(period)
+            try:
+                self.wsapi.expire()
+                self.resolver.step()
+            except Exception:  # noqa: BLE001 - the watchdog must keep running
+                log.exception("order watchdog failed")
 
     def _request_snapshot(self, symbol: str) -> None:
         # Called by the feed inline while it handles the first diff (or a gap): send the
@@ -356,11 +541,10 @@ class _Session:
         self.tracker.add_instrument(inst, assets)
         self.wsapi.add_instrument(inst)
         await asyncio.wait_for(self.wsapi.start_session(), cfg.connect_timeout_s)
-        if cfg.cancel_open_at_start:
-            left = await self.wsapi.open_orders(self.symbol, cfg.connect_timeout_s)
-            if left:
-                log.warning("cancelling %d orders left open on %s", len(left), self.symbol)
-                await self.wsapi.cancel_all(self.symbol, cfg.connect_timeout_s)
+        await self._reconcile("start")
+        self._tasks.append(self.loop.create_task(self._watchdog()))
+        await self.resolver.settle(cfg.resolve_timeout_s)
+        self.wsapi.paused = False
         instruments = {self.symbol: inst}
         self.ctx = StrategyContext(instruments, self.tracker, self.wsapi, self.ids.next)
         self.bus = StrategyBus(self.strategy, self.ctx, snapshot_requester=self._request_snapshot,
@@ -448,22 +632,40 @@ class _Session:
                 log.exception("closing the market stream failed")
         if self.bus is not None:
             self.bus.stop()
+        # No new order from here; the resolver still settles what is in doubt.
+        self.wsapi.paused = True
         if not self.wsapi.connected:
+            self.resolver.cancel_tasks()
             return -1
         venue_open = -1
+        owns = owned_by(cfg.client_id_prefix)
         try:
-            await self.wsapi.cancel_all(self.symbol, cfg.shutdown_timeout_s)
+            await self._cancel_everything_ours()
+            # Every order in doubt is now unwanted: found open it is cancelled, missing after
+            # its window it is abandoned (never resent). Waiting out the window is what makes
+            # "not on the venue" final (4.4).
+            for o in self.tracker.open_orders(self.symbol):
+                o.cancel_wanted = True
+            window_s = (self.resolver.recv_window_ms + self.resolver.margin_ms) / 1000.0
+            await self._settle_all(max(cfg.shutdown_timeout_s, window_s + 1.0))
             # Wait until the tracker has seen every order closed (responses and reports).
             deadline = time.monotonic() + cfg.shutdown_timeout_s
             while self.tracker.open_count(self.symbol) and time.monotonic() < deadline:
                 await asyncio.sleep(_POLL_S)
             for _attempt in range(2):
                 left = await self.wsapi.open_orders(self.symbol, cfg.shutdown_timeout_s)
+                if cfg.foreign_orders == LEAVE:
+                    left = [r for r in left if owns(r.get("clientOrderId") or "")]
                 venue_open = len(left)
                 if not left:
                     break
-                log.warning("%d orders still open on %s after cancelAll; cancelling again", len(left), self.symbol)
-                await self.wsapi.cancel_all(self.symbol, cfg.shutdown_timeout_s)
+                log.warning("%d orders still open on %s after the final cancel; cancelling again", len(left),
+                            self.symbol)
+                if cfg.foreign_orders == LEAVE:
+                    for r in left:
+                        await self.wsapi.cancel_order(self.symbol, r["clientOrderId"], cfg.shutdown_timeout_s)
+                else:
+                    await self.wsapi.cancel_all(self.symbol, cfg.shutdown_timeout_s)
             self.tracker_open_at_exit = self.tracker.open_count(self.symbol)
             if venue_open == 0:
                 # The venue has nothing open: anything the tracker still holds was closed.
@@ -472,7 +674,40 @@ class _Session:
             log.error("final cancel failed: %r", e)
         return venue_open
 
+    async def _cancel_everything_ours(self) -> None:
+        # openOrders.cancelAll cancels every order of the symbol, foreign ones too: with
+        # foreign_orders="leave" only our own orders are cancelled, one by one.
+        if self.cfg.foreign_orders != LEAVE:
+            await self.wsapi.cancel_all(self.symbol, self.cfg.shutdown_timeout_s)
+            return
+        for o in self.tracker.open_orders(self.symbol):
+            if o.state in (st.NEW, st.PARTIALLY_FILLED) and not o.cancel_pending:
+                self.tracker.on_cancel_sent(o.client_order_id)
+                self.wsapi.send_cancel(o.client_order_id, o.symbol, 0)
+            else:
+                self.tracker.on_cancel_wanted(o.client_order_id)
+
+    async def _settle_all(self, timeout_s: float) -> None:
+        # The watchdog is stopped at shutdown: expire and resolve here, until nothing is in doubt
+        # and no order is open that is not being cancelled.
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.wsapi.connected:
+            self.wsapi.expire()
+            self.resolver.step()
+            if self.tracker.in_doubt_count() == 0 and self.resolver.in_flight == 0:
+                if not any(o.is_open and not o.cancel_pending for o in self.tracker.open_orders(self.symbol)):
+                    return
+                for o in self.tracker.open_orders(self.symbol):
+                    if not o.cancel_pending and o.state in (st.NEW, st.PARTIALLY_FILLED):
+                        self.tracker.on_cancel_sent(o.client_order_id)
+                        try:
+                            self.wsapi.send_cancel(o.client_order_id, o.symbol, 0)
+                        except Exception:  # noqa: BLE001 - the final cancelAll covers it
+                            pass
+            await asyncio.sleep(_POLL_S)
+
     async def close(self) -> None:
+        self.resolver.cancel_tasks()
         for t in self._tasks:
             t.cancel()
         if self.streams is not None and self.streams.connected:
@@ -517,6 +752,22 @@ class _Session:
             book_invalid_reads=self.bus.invalid_reads if self.bus is not None else 0,
             strategy_errors=self.bus.strategy_errors if self.bus is not None else 0,
             reconnects=self.reconnects,
+            ws_api_reconnects=self.ws_reconnects,
+            local_duplicates=tr.local_duplicates,
+            venue_duplicates=tr.venue_duplicates,
+            unknown_outcomes=tr.unknown_outcomes,
+            timeouts=tr.timeouts,
+            orders_unknown=tr.orders_unknown,
+            unknown_resolved=tr.resolved,
+            unknown_left=tr.unknown_count(),
+            status_queries=self.resolver.queries,
+            resends=tr.resends,
+            abandoned=tr.abandoned,
+            adopted=tr.adopted,
+            late_responses=self.wsapi.late_responses,
+            reconciled_fills=tr.reconciled_fills,
+            reconciled_fill_qty=tr.reconciled_fill_qty.get(self.symbol, Decimal(0)),
+            reconciliations=list(self.reports),
         )
 
 

@@ -29,6 +29,14 @@ Order parameters (3.4): ``LIMIT_MAKER`` (post-only; no ``timeInForce``) or
 strings made from ticks and steps; ``newClientOrderId`` from
 :mod:`engine.orders.ids`; ``newOrderRespType=ACK`` (fills come from the user
 data stream).
+
+No answer is never a failure (3.2, 6.1): an ``order.place`` without a response
+after ``request_timeout_s`` makes the order UNKNOWN (:meth:`WsApiClient.expire`),
+and so does losing the connection with requests in flight; unanswered cancels put
+the order on the tracker's in-doubt list. A response that arrives after its
+request expired is still applied (``late_responses``): it is the venue's word.
+An order resent with the same client order id is a new *attempt*; responses to an
+older attempt cannot reject the newer one.
 """
 from __future__ import annotations
 
@@ -41,7 +49,7 @@ from typing import Any, Callable, Mapping
 import msgspec
 from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
-from engine.bus import CONNECTED, DISCONNECTED, SHUTDOWN, SIDES, ConnectionEvent
+from engine.bus import CONNECTED, DISCONNECTED, SHUTDOWN, SIDES, UNKNOWN, ConnectionEvent
 from engine.feed.messages import DepthSnapshot
 from engine.instruments import Instrument, decimals_of
 from engine.orders.signing import ED25519, Signer
@@ -59,6 +67,8 @@ _SNAPSHOT = 4
 _HEADER_ROOM = 14
 # Pause before re-requesting a snapshot whose request failed, s.
 _SNAPSHOT_RETRY_S = 0.5
+# Expired requests remembered so that their late responses are still applied.
+_KEEP_LATE = 65536
 
 
 class WsApiError(Exception):
@@ -151,11 +161,15 @@ class WsApiClient(WSListener):
         ``recvWindow`` sent with signed requests (4.4); None sends none (venue default 5000).
     on_connection : callable, optional
         ``f(ConnectionEvent)`` on connect, disconnect, ``serverShutdown``, user-stream end.
+    request_timeout_s : float
+        An order request unanswered for this long is expired by :meth:`expire`: the
+        order becomes UNKNOWN (place) or in doubt (cancel), never failed.
     """
 
     def __init__(self, url: str, signer: Signer, tracker: OrderTracker, instruments: Mapping[str, Instrument],
                  feed: Any = None, recv_window_ms: int | None = None,
-                 on_connection: Callable[[ConnectionEvent], None] | None = None) -> None:
+                 on_connection: Callable[[ConnectionEvent], None] | None = None,
+                 request_timeout_s: float = 5.0) -> None:
         super().__init__()
         self.url = url
         self.signer = signer
@@ -170,10 +184,13 @@ class WsApiClient(WSListener):
         self.subscription_id: int | None = None
         self.user_stream_active = False
         self.closing = False
+        self.paused = False
+        self.request_timeout_s = request_timeout_s
         self.disconnected: asyncio.Future[None] | None = None
         self._next_id = 1
         self._pending: dict[int, tuple[int, Any]] = {}
         self._sent_ns: dict[int, int] = {}
+        self._late: dict[int, tuple[int, Any]] = {}
         self._snapshots_in_flight: set[str] = set()
         self._buf = bytearray(_HEADER_ROOM)
         self._enc = msgspec.json.Encoder()
@@ -198,6 +215,9 @@ class WsApiClient(WSListener):
         self.snapshots_requested = 0
         self.snapshots_received = 0
         self.server_shutdown = False
+        self.expired_requests = 0
+        self.late_responses = 0
+        self.connects = 0
 
     def __repr__(self) -> str:
         return (f"WsApiClient({self.url}, signer={self.signer!r}, connected={self.connected}, "
@@ -231,8 +251,12 @@ class WsApiClient(WSListener):
 
     @property
     def ready(self) -> bool:
-        """True when connected with an active user-data subscription (orders may be sent)."""
-        return self.connected and self.user_stream_active and not self.closing
+        """True when connected with an active user-data subscription and not paused (orders may be sent).
+
+        ``paused`` is set by the runner while it reconciles (at start, after a
+        reconnect): no new order before the venue's state is known.
+        """
+        return self.connected and self.user_stream_active and not self.closing and not self.paused
 
     async def close(self, timeout: float = 2.0) -> None:
         """Send a close frame and wait for the disconnect."""
@@ -253,6 +277,7 @@ class WsApiClient(WSListener):
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
         self.connected = True
+        self.connects += 1
         self._event(CONNECTED, "")
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
@@ -261,13 +286,19 @@ class WsApiClient(WSListener):
         self.logged_on = False
         pending, self._pending = self._pending, {}
         self._sent_ns.clear()
+        # A new connection never answers an old request id.
+        self._late.clear()
         self._snapshots_in_flight.clear()
         for kind, ctx in pending.values():
             if kind == _FUTURE and not ctx.done():
                 ctx.set_exception(ConnectionError("WS API connection closed"))
             elif kind == _PLACE:
-                # The outcome of an unanswered order is unknown until reconciled (3.2).
-                self.tracker.unknown_outcomes += 1
+                # The outcome of an unanswered order is unknown until reconciled (3.2, 6.1).
+                self.tracker.on_place_unknown(ctx[0], "connection lost before the response", ctx[1])
+            elif kind == _CANCEL:
+                self.tracker.on_cancel_timeout(ctx)
+            elif kind == _CANCEL_ALL:
+                self.tracker.on_cancel_all_timeout(ctx)
         if self.disconnected is not None and not self.disconnected.done():
             self.disconnected.set_result(None)
         self._event(DISCONNECTED, "closing" if self.closing else "lost")
@@ -315,6 +346,10 @@ class WsApiClient(WSListener):
         self.responses += 1
         rid = msg.id
         entry = self._pending.pop(rid, None) if isinstance(rid, int) else None
+        if entry is None and isinstance(rid, int):
+            entry = self._late.pop(rid, None)
+            if entry is not None:
+                self.late_responses += 1
         if entry is None:
             self.unmatched_responses += 1
             if msg.error is not None:
@@ -335,10 +370,11 @@ class WsApiClient(WSListener):
         if kind == _PLACE:
             if sent:
                 self.order_rtt_ns.append(time.monotonic_ns() - sent)
+            cid, attempt = ctx
             if ok:
-                self.tracker.on_place_ack(ctx, msgspec.json.decode(msg.result) if len(msg.result) else {})
+                self.tracker.on_place_ack(cid, msgspec.json.decode(msg.result) if len(msg.result) else {})
             else:
-                self.tracker.on_place_error(ctx, msg.status, err.code, err.msg)
+                self.tracker.on_place_error(cid, msg.status, err.code, err.msg, attempt)
         elif kind == _CANCEL:
             if ok:
                 self.tracker.on_cancel_ack(ctx, msgspec.json.decode(msg.result) if len(msg.result) else None)
@@ -495,6 +531,60 @@ class WsApiClient(WSListener):
         self.snapshots_requested += 1
         return True
 
+    def expire(self, now_ns: int | None = None) -> int:
+        """Expire order requests unanswered for ``request_timeout_s``; return how many.
+
+        ``order.place``: the order becomes UNKNOWN (never failed, 3.2 / 6.1);
+        ``order.cancel`` / ``openOrders.cancelAll``: the orders go on the in-doubt
+        list; a depth request is forgotten so the feed can ask again. Expired
+        entries are kept so a late response is still applied. Futures of
+        :meth:`request` are dropped once their awaiting side gave up.
+        """
+        now = time.monotonic_ns() if now_ns is None else now_ns
+        cutoff = now - int(self.request_timeout_s * 1e9)
+        n = 0
+        for rid, sent in list(self._sent_ns.items()):
+            if sent > cutoff:
+                # Ids grow with time: the rest are younger.
+                break
+            entry = self._pending.get(rid)
+            if entry is None:
+                self._sent_ns.pop(rid, None)
+                continue
+            kind, ctx = entry
+            if kind == _FUTURE:
+                if ctx.done():
+                    self._pending.pop(rid, None)
+                    self._sent_ns.pop(rid, None)
+                continue
+            self._pending.pop(rid, None)
+            self._sent_ns.pop(rid, None)
+            self.expired_requests += 1
+            n += 1
+            if kind == _PLACE:
+                self.tracker.on_place_timeout(ctx[0], ctx[1])
+            elif kind == _CANCEL:
+                self.tracker.on_cancel_timeout(ctx)
+            elif kind == _CANCEL_ALL:
+                self.tracker.on_cancel_all_timeout(ctx)
+            elif kind == _SNAPSHOT:
+                self._snapshots_in_flight.discard(ctx)
+                continue
+            self._late[rid] = entry
+            if len(self._late) > _KEEP_LATE:
+                del self._late[next(iter(self._late))]
+        return n
+
+    async def order_status(self, symbol: str, client_order_id: str, timeout: float = 10.0) -> dict:
+        """Return ``order.status`` by ``origClientOrderId`` (SIGNED, weight 4); raises :class:`WsApiError` (-2013)."""
+        return await self.call_signed("order.status", {"symbol": symbol, "origClientOrderId": client_order_id},
+                                      timeout)
+
+    async def cancel_order(self, symbol: str, client_order_id: str, timeout: float = 10.0) -> dict:
+        """Send ``order.cancel`` by ``origClientOrderId`` and await its result (reconciliation)."""
+        return await self.call_signed("order.cancel", {"symbol": symbol, "origClientOrderId": client_order_id},
+                                      timeout)
+
     # -- the order path (engine.bus.OrderSender) -----------------------------------------------------
     def send_place(self, client_order_id: str, symbol: str, side: str, price_ticks: int, qty_steps: int,
                    post_only: bool, trigger_rx_ns: int) -> None:
@@ -511,14 +601,39 @@ class WsApiClient(WSListener):
         params["newClientOrderId"] = client_order_id
         params["newOrderRespType"] = "ACK"
         rid = self._new_id()
-        self._pending[rid] = (_PLACE, client_order_id)
+        o = self.tracker.get(client_order_id)
+        self._pending[rid] = (_PLACE, (client_order_id, o.resends if o is not None else 0))
         try:
             t = self._write(rid, "order.place", self._auth_params(params))
         except Exception:
             self._pending.pop(rid, None)
             raise
+        if o is not None:
+            # The venue's window for this attempt starts at its timestamp (4.4).
+            o.sent_ts_ms = params["timestamp"]
         if trigger_rx_ns:
             self.tick_to_order_ns.append(t - trigger_rx_ns)
+
+    def resend_place(self, client_order_id: str) -> bool:
+        """Send an UNKNOWN order again **with the same client order id** (never a new one).
+
+        Only for an order the venue confirmed it does not have after the original
+        request's window passed (``timestamp + recvWindow``, 4.4): the original can
+        no longer be executed, so at most one of the two attempts can exist.
+        Returns False if the order is not UNKNOWN or the connection is down.
+        """
+        o = self.tracker.get(client_order_id)
+        if o is None or o.status != UNKNOWN:
+            return False
+        if not self.connected or not self.user_stream_active or self.closing:
+            return False
+        self.tracker.on_place_resent(client_order_id)
+        try:
+            self.send_place(client_order_id, o.symbol, o.side, o.price_ticks, o.qty_steps, o.post_only, 0)
+        except Exception as e:  # noqa: BLE001 - the order stays in doubt
+            self.tracker.on_place_not_sent(client_order_id, f"resend failed: {e!r}")
+            return False
+        return True
 
     def send_cancel(self, client_order_id: str, symbol: str, trigger_rx_ns: int) -> None:
         """Write ``order.cancel`` by ``origClientOrderId`` (the venue assigns the cancel's own id, section 5)."""

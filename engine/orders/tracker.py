@@ -1,60 +1,87 @@
-"""Order state, fills, position and PnL, fed by WS API responses and executionReports.
+"""Order state, fills, position and PnL, fed by WS API responses, executionReports and status queries.
 
-State machine (statuses are Binance's ``X`` values, venue-protocols.md 3.6,
-plus ``PENDING_NEW`` = sent, not yet acknowledged)::
+State machine (:mod:`engine.orders.state`; statuses are Binance's ``X`` values,
+venue-protocols.md 3.6, plus PENDING_NEW = sent, not yet answered, and UNKNOWN =
+sent, outcome in doubt)::
 
     PENDING_NEW -> NEW -> PARTIALLY_FILLED -> FILLED
-         |          |            |
-         +----------+------------+--> CANCELED | EXPIRED      (terminal)
-         +--> REJECTED                                          (terminal)
+       |  ^         |            |
+       |  |         +------------+--> CANCELED | EXPIRED      (terminal)
+       |  resend (same id)
+       v  |
+     UNKNOWN --(order.status found)--> state from the venue
+       |
+       +--(not found after the venue's window)--> resent, or REJECTED "abandoned"
+    PENDING_NEW | UNKNOWN --> REJECTED                         (terminal)
 
-A status only moves forward (rank PENDING_NEW < NEW < PARTIALLY_FILLED <
-terminal); a terminal status is kept, except that an order whose fills add up
-to its quantity is FILLED. So the tracker is **idempotent** under duplicated
-reports and **order-insensitive** under reordered ones (a WS API response and
-the executionReport of the same change race on the wire: the venue may send
-either first, 3.6 / simulator ``events_before_response``).
+A status only moves forward; a terminal status is kept, except that an order
+whose fills add up to its quantity is FILLED. So the tracker is **idempotent**
+under duplicated reports and **order-insensitive** under reordered ones (a WS
+API response and the executionReport of the same change race on the wire: the
+venue may send either first, 3.6 / simulator ``events_before_response``).
+
+Every order's state code and record live in a dedup ring keyed by client order
+id (``ext.dedup.DedupRing``, or the pure-Python fallback): a second submit of an
+id that is in the ring is refused locally (``local_duplicates``) and never sent.
+
+Outcome in doubt (timeout, 5xx / -1006 / -1007, connection lost, the venue's
+``-2010 "Duplicate order sent."``): the order becomes UNKNOWN (never REJECTED)
+and is put on the in-doubt list; :class:`engine.orders.reconcile.OrderResolver`
+asks the venue (``order.status`` by ``origClientOrderId``) and feeds the answer
+back through :meth:`OrderTracker.on_status`.
 
 Fills are deduplicated by ``(symbol, trade id)`` (executionReport ``t``,
 FULL response ``fills[].tradeId``); the position (steps, and exact base
 quantity) and the cash flow (exact ``Decimal`` quote) change **only** from
-fills. Cancels: an executionReport for a cancel carries the cancel's new client
-id in ``c`` and ours in ``C`` (section 5); the tracker looks orders up by
-``C``, then ``c``, then the venue ``orderId``.
+fills. When a status query shows an order executed more than the trade reports
+received cover (reports lost with a dropped connection: the user-data stream
+does not replay), the difference is booked as one *reconciled fill* (trade id
+-1, quote amount from ``cummulativeQuoteQty``, commission unknown); a trade
+report that arrives later for that part (its cumulative quantity ``z`` is within
+the reconciled prefix) adds only its commission. Position and cash stay exact
+under any order of reports and queries.
+
+Cancels: an executionReport for a cancel carries the cancel's new client id in
+``c`` and ours in ``C`` (section 5); the tracker looks orders up by ``C``, then
+``c``, then the venue ``orderId``.
 
 Counters: ``orders_sent``, ``orders_acked``, ``orders_rejected`` (+
 ``rejects_by_code``), ``fills``, ``duplicate_fills``, ``cancels_sent``,
 ``cancels`` (orders confirmed CANCELED), ``cancel_rejects_by_code``,
-``duplicate_client_order_ids`` (a reused id refused locally, or the venue's
-``-2010 "Duplicate order sent."``), ``unknown_outcomes`` (5xx, 3.2).
+``duplicate_client_order_ids`` (local refusals + venue duplicates),
+``local_duplicates``, ``venue_duplicates``, ``unknown_outcomes`` (5xx, 3.2),
+``timeouts``, ``orders_unknown`` (entries into UNKNOWN), ``resolved``,
+``resends``, ``abandoned``, ``adopted``, ``reconciled_fills``,
+``reconciled_fill_qty``, ``covered_fills``, ``stale_responses``.
 """
 from __future__ import annotations
 
 import logging
 import time
-from collections import Counter, deque
+from collections import Counter
 from decimal import Decimal
 from typing import Any, Iterable, Mapping
 
 import msgspec
 from msgspec import field
 
-from engine.bus import (BUY, CANCELED, EXPIRED, FILLED, NEW, OPEN_STATUSES, PARTIALLY_FILLED, PENDING_NEW,
-                        REJECTED, SELL, TERMINAL_STATUSES, Fill, OrderUpdate)
+from engine.bus import (BUY, CANCELED, OPEN_STATUSES, PENDING_NEW, REJECTED, SELL, TERMINAL_STATUSES, UNKNOWN,
+                        Fill, OrderUpdate)
 from engine.instruments import Instrument
+from engine.orders import state as st
 
 log = logging.getLogger(__name__)
 
 _ZERO = Decimal(0)
-_RANK = {PENDING_NEW: 0, NEW: 1, PARTIALLY_FILLED: 2, FILLED: 3, CANCELED: 3, REJECTED: 3, EXPIRED: 3}
-# Binance X values mapped onto ours: PENDING_CANCEL is unused on spot; EXPIRED_IN_MATCH (STP) is an expiry.
-_STATUS_MAP = {"PENDING_CANCEL": NEW, "EXPIRED_IN_MATCH": EXPIRED, "PENDING_NEW": PENDING_NEW}
-# -2010 message for a client id already used by an open order (venue-protocols.md section 5).
-DUPLICATE_ORDER_MSG = "Duplicate order sent."
-# Terminal orders kept for late reports; older ones are forgotten (a later issue adds a ring).
-_KEEP_TERMINAL = 100_000
+# Re-exported for callers of the old module.
+DUPLICATE_ORDER_MSG = st.DUPLICATE_ORDER_MSG
+# Client order ids kept in the dedup ring (state + record); the oldest are evicted first.
+# 2**18 orders is days of quoting at a few orders per second, a few tens of MB.
+DEFAULT_RING_CAPACITY = 1 << 18
 # Trade ids remembered for deduplication.
 _KEEP_TRADE_IDS = 1_000_000
+# Venue order ids remembered for looking reports up by orderId.
+_KEEP_ORDER_IDS = 1 << 18
 
 
 class DuplicateClientOrderId(ValueError):
@@ -75,7 +102,7 @@ class ExecutionReport(msgspec.Struct, gc=False):
     status: str = field(name="X")
     order_id: int = field(name="i")
     last_qty: str = field(name="l", default="0")
-    cum_qty: str = field(name="z", default="0")
+    cum_qty: str = field(name="z", default="")
     last_price: str = field(name="L", default="0")
     trade_id: int = field(name="t", default=-1)
     orig_client_order_id: str = field(name="C", default="")
@@ -101,20 +128,38 @@ class TrackedOrder(msgspec.Struct):
     price_ticks, qty_steps : int
     post_only : bool
     status : str
+        Name of ``state``.
+    state : int
+        State code (:mod:`engine.orders.state`), also kept in the dedup ring.
     order_id : int
         Venue id, -1 until known.
     filled_steps : int
-        Sum of deduplicated fills, steps.
+        Filled quantity, steps (floor of ``filled_qty``).
+    filled_qty : Decimal
+        Filled quantity, base currency (exact; trade reports + reconciled fills).
     cum_quote : Decimal
         Sum of ``price * qty`` of the fills, quote currency.
+    qty : Decimal
+        Order quantity, base currency.
     cancel_pending : bool
         An ``order.cancel`` / ``openOrders.cancelAll`` was sent and not answered.
+    cancel_wanted : bool
+        The strategy or the engine asked to cancel it: an in-doubt order found
+        missing is abandoned, never resent; found open, it is cancelled.
     acked : bool
-        The venue acknowledged the order (response 200 or a report).
+        The venue acknowledged the order (response 200, a report or a status query).
     error_code : int
     reason : str
     created_ns, updated_ns : int
         Monotonic ns.
+    sent_ts_ms : int
+        ``timestamp`` (ms, wall clock) of the last ``order.place`` written for it (4.4).
+    resends : int
+        Times it was sent again with the same client order id.
+    need_query : bool
+        Its state must be confirmed by ``order.status`` (in doubt).
+    adopted : bool
+        Taken over from the venue (not placed by this run).
     """
 
     client_order_id: str
@@ -124,25 +169,44 @@ class TrackedOrder(msgspec.Struct):
     qty_steps: int
     post_only: bool
     status: str = PENDING_NEW
+    state: int = st.PENDING_NEW
     order_id: int = -1
     filled_steps: int = 0
+    filled_qty: Decimal = _ZERO
     cum_quote: Decimal = _ZERO
+    qty: Decimal = _ZERO
     cancel_pending: bool = False
+    cancel_wanted: bool = False
     acked: bool = False
     error_code: int = 0
     reason: str = ""
     created_ns: int = 0
     updated_ns: int = 0
+    sent_ts_ms: int = 0
+    resends: int = 0
+    need_query: bool = False
+    adopted: bool = False
+    # Fill accounting against status queries (see the module doc): trades booked one by one as
+    # (cumulative qty after it, qty, quote), the reconciled prefix (qty, quote), and the highest
+    # cumulative qty any report showed.
+    trades: list = []
+    floor_qty: Decimal = _ZERO
+    floor_quote: Decimal = _ZERO
+    max_z: Decimal = _ZERO
+    # Resolver bookkeeping: wall-clock ms before which it is not queried again, and
+    # whether a query is in flight.
+    next_check_ms: int = 0
+    querying: bool = False
 
     @property
     def remaining_steps(self) -> int:
         """Unfilled quantity, steps (0 once terminal)."""
-        return 0 if self.status in TERMINAL_STATUSES else max(0, self.qty_steps - self.filled_steps)
+        return 0 if self.state in st.TERMINAL else max(0, self.qty_steps - self.filled_steps)
 
     @property
     def is_open(self) -> bool:
-        """True while PENDING_NEW, NEW or PARTIALLY_FILLED."""
-        return self.status in OPEN_STATUSES
+        """True while PENDING_NEW, UNKNOWN, NEW or PARTIALLY_FILLED (it may be live on the venue)."""
+        return self.state in st.OPEN
 
 
 class Position(msgspec.Struct):
@@ -188,6 +252,13 @@ def split_symbol(symbol: str, quotes: Iterable[str] = ("FDUSD", "USDT", "USDC", 
     raise ValueError(f"cannot split {symbol!r} into base and quote asset")
 
 
+def _dec(v: Any) -> Decimal:
+    # A venue decimal string (or number) as an exact Decimal; "" / None as 0.
+    if v is None or v == "":
+        return _ZERO
+    return Decimal(v) if not isinstance(v, Decimal) else v
+
+
 class OrderTracker:
     """Track our orders, fills, position and PnL.
 
@@ -199,10 +270,16 @@ class OrderTracker:
         Receives :class:`~engine.bus.OrderUpdate` and :class:`~engine.bus.Fill`.
     assets : mapping, optional
         Symbol -> ``(base, quote)``; default splits the symbol by known quote assets.
+    ring : DedupRing, optional
+        Holds each order's state and record by client order id; default
+        :func:`engine.orders.state.make_ring` of ``ring_capacity``.
+    ring_capacity : int
+        Client order ids kept (oldest evicted first; open orders are also kept elsewhere).
     """
 
     def __init__(self, instruments: Mapping[str, Instrument], listener: Any = None,
-                 assets: Mapping[str, tuple[str, str]] | None = None) -> None:
+                 assets: Mapping[str, tuple[str, str]] | None = None, ring: Any = None,
+                 ring_capacity: int = DEFAULT_RING_CAPACITY) -> None:
         self.instruments = dict(instruments)
         self.listener = listener if listener is not None else OrderListener()
         self.assets = dict(assets) if assets else {}
@@ -212,10 +289,12 @@ class OrderTracker:
                     self.assets[s] = split_symbol(s)
                 except ValueError:
                     self.assets[s] = (s, "")
-        self._orders: dict[str, TrackedOrder] = {}
+        self.ring = ring if ring is not None else st.make_ring(ring_capacity)
         self._open: dict[str, TrackedOrder] = {}
+        self._in_doubt: dict[str, TrackedOrder] = {}
+        # Terminal orders whose reports showed more executed than the fills received so far.
+        self._incomplete: dict[str, TrackedOrder] = {}
         self._by_order_id: dict[tuple[str, int], str] = {}
-        self._terminal: deque[str] = deque()
         self._trade_ids: dict[tuple[str, int], None] = {}
         self.positions: dict[str, Position] = {s: Position(fees={}) for s in self.instruments}
         # Counters.
@@ -232,14 +311,27 @@ class OrderTracker:
         self.cancels = 0
         self.cancel_rejects_by_code: Counter[int] = Counter()
         self.duplicate_client_order_ids = 0
+        self.local_duplicates = 0
+        self.venue_duplicates = 0
         self.unknown_outcomes = 0
+        self.timeouts = 0
+        self.orders_unknown = 0
+        self.resolved = 0
+        self.resends = 0
+        self.abandoned = 0
+        self.adopted = 0
+        self.reconciled_fills = 0
+        self.reconciled_fill_qty: dict[str, Decimal] = {}
+        self.covered_fills = 0
+        self.stale_responses = 0
         self.reports = 0
         self.unknown_reports = 0
         self.off_grid_fills = 0
 
     def __repr__(self) -> str:
-        return (f"OrderTracker(open={len(self._open)}, sent={self.orders_sent}, acked={self.orders_acked}, "
-                f"rejected={self.orders_rejected}, fills={self.fills}, cancels={self.cancels})")
+        return (f"OrderTracker(open={len(self._open)}, in_doubt={len(self._in_doubt)}, sent={self.orders_sent}, "
+                f"acked={self.orders_acked}, rejected={self.orders_rejected}, fills={self.fills}, "
+                f"cancels={self.cancels})")
 
     def add_instrument(self, inst: Instrument, assets: tuple[str, str] | None = None) -> None:
         """Start tracking a symbol (instrument known only after connecting, e.g. from exchangeInfo)."""
@@ -255,11 +347,18 @@ class OrderTracker:
 
     # -- queries ---------------------------------------------------------------------------------
     def get(self, client_order_id: str) -> TrackedOrder | None:
-        """Return the order with this client id (also a cancel's replacement id), or None."""
-        return self._orders.get(client_order_id)
+        """Return the order with this client id, or None (also once evicted from the ring)."""
+        o = self.ring.get_payload(client_order_id)
+        if o is None:
+            o = self._open.get(client_order_id)
+        return o
+
+    def state_of(self, client_order_id: str) -> int:
+        """Return the state code of an order as the dedup ring holds it (-1 if absent)."""
+        return self.ring.get_state(client_order_id)
 
     def open_orders(self, symbol: str | None = None) -> list[TrackedOrder]:
-        """Return open orders (PENDING_NEW, NEW, PARTIALLY_FILLED), oldest first."""
+        """Return open orders (PENDING_NEW, UNKNOWN, NEW, PARTIALLY_FILLED), oldest first."""
         if symbol is None:
             return list(self._open.values())
         return [o for o in self._open.values() if o.symbol == symbol]
@@ -269,6 +368,18 @@ class OrderTracker:
         if symbol is None:
             return len(self._open)
         return sum(1 for o in self._open.values() if o.symbol == symbol)
+
+    def in_doubt(self, symbol: str | None = None) -> list[TrackedOrder]:
+        """Return the orders whose state must be confirmed by ``order.status`` (UNKNOWN or flagged)."""
+        return [o for o in self._in_doubt.values() if symbol is None or o.symbol == symbol]
+
+    def in_doubt_count(self) -> int:
+        """Number of orders waiting for an ``order.status`` answer."""
+        return len(self._in_doubt)
+
+    def unknown_count(self) -> int:
+        """Number of orders in state UNKNOWN."""
+        return sum(1 for o in self._in_doubt.values() if o.state == st.UNKNOWN)
 
     def position_steps(self, symbol: str) -> int:
         """Position in steps (+ long), from fills only."""
@@ -286,7 +397,8 @@ class OrderTracker:
         ``cash + qty * mark - fees``: quote-asset fees at face value, base-asset
         fees valued at ``mark``; fees in other assets are not included (see
         ``positions[symbol].fees``). With ``mark_price`` None the position is
-        valued at 0 (cash minus quote fees only).
+        valued at 0 (cash minus quote fees only). Commissions of reconciled fills
+        are unknown until their trade reports arrive.
         """
         p = self.positions.get(symbol)
         if p is None:
@@ -301,39 +413,78 @@ class OrderTracker:
     # -- requests sent -----------------------------------------------------------------------------
     def on_place_sent(self, client_order_id: str, symbol: str, side: str, price_ticks: int, qty_steps: int,
                       post_only: bool) -> TrackedOrder:
-        """Record an order about to be written (PENDING_NEW).
+        """Record an order about to be written (PENDING_NEW) in the dedup ring.
 
         Raises
         ------
         DuplicateClientOrderId
-            The id was used before in this run (counted; never sent).
+            The id is in the ring (used before): refused, counted, never sent.
         """
-        if client_order_id in self._orders:
+        now = time.monotonic_ns()
+        inst = self.instruments.get(symbol)
+        qty = inst.step_size * qty_steps if inst is not None else _ZERO
+        o = TrackedOrder(client_order_id, symbol, side, price_ticks, qty_steps, post_only, qty=qty,
+                         created_ns=now, updated_ns=now)
+        refused = not self.ring.insert(client_order_id, st.PENDING_NEW, o)
+        if not refused and client_order_id in self._open:
+            # Evicted from the ring while still open (ring too small): keep the open record.
+            old = self._open[client_order_id]
+            self.ring.set_payload(client_order_id, old)
+            self.ring.set_state(client_order_id, old.state)
+            refused = True
+        if refused:
+            self.local_duplicates += 1
             self.duplicate_client_order_ids += 1
             raise DuplicateClientOrderId(f"client order id {client_order_id!r} reused")
-        now = time.monotonic_ns()
-        o = TrackedOrder(client_order_id, symbol, side, price_ticks, qty_steps, post_only,
-                         created_ns=now, updated_ns=now)
-        self._orders[client_order_id] = o
         self._open[client_order_id] = o
         self.orders_sent += 1
         return o
 
+    def on_place_written(self, client_order_id: str, timestamp_ms: int) -> None:
+        """Record the ``timestamp`` (ms) of the ``order.place`` just written (the venue's window, 4.4)."""
+        o = self.get(client_order_id)
+        if o is not None:
+            o.sent_ts_ms = timestamp_ms
+
     def on_place_not_sent(self, client_order_id: str, reason: str) -> None:
         """The order could not be written: drop it as REJECTED (code 0), not counted as sent."""
-        o = self._orders.get(client_order_id)
+        o = self.get(client_order_id)
         if o is None:
+            return
+        if o.resends:
+            # A resend that could not be written leaves the order in doubt, as before it.
+            self._to_unknown(o, reason)
             return
         self.orders_sent -= 1
         self.orders_not_sent += 1
         o.reason = reason
-        self._set_status(o, REJECTED, time.monotonic_ns())
+        self._set_state(o, st.REJECTED, time.monotonic_ns())
+
+    def on_place_resent(self, client_order_id: str) -> TrackedOrder | None:
+        """Record that an UNKNOWN order is sent again **with the same client order id** (PENDING_NEW)."""
+        o = self.get(client_order_id)
+        if o is None or o.state != st.UNKNOWN:
+            return None
+        o.resends += 1
+        self.resends += 1
+        o.need_query = False
+        self._in_doubt.pop(client_order_id, None)
+        self._set_state(o, st.to_resent(o.state), time.monotonic_ns())
+        return o
 
     def on_cancel_sent(self, client_order_id: str) -> None:
         """Record an ``order.cancel`` written for this order."""
         self.cancels_sent += 1
-        o = self._orders.get(client_order_id)
+        o = self.get(client_order_id)
         if o is not None:
+            o.cancel_pending = True
+            o.cancel_wanted = True
+
+    def on_cancel_wanted(self, client_order_id: str) -> None:
+        """Record that an in-doubt order is no longer wanted (the resolver cancels or abandons it)."""
+        o = self.get(client_order_id)
+        if o is not None and o.is_open:
+            o.cancel_wanted = True
             o.cancel_pending = True
 
     def on_cancel_all_sent(self, symbol: str) -> None:
@@ -342,11 +493,68 @@ class OrderTracker:
         for o in self._open.values():
             if o.symbol == symbol:
                 o.cancel_pending = True
+                o.cancel_wanted = True
+
+    # -- no answer -----------------------------------------------------------------------------------
+    def on_place_timeout(self, client_order_id: str, attempt: int | None = None) -> None:
+        """No response to ``order.place`` in time: UNKNOWN, never failed (3.2, 6.1)."""
+        o = self.get(client_order_id)
+        if o is None or (attempt is not None and attempt != o.resends):
+            return
+        self.timeouts += 1
+        self._to_unknown(o, "no response in time")
+
+    def on_place_unknown(self, client_order_id: str, reason: str, attempt: int | None = None) -> None:
+        """The outcome of an ``order.place`` is unknown (connection lost before its response)."""
+        o = self.get(client_order_id)
+        if o is None or (attempt is not None and attempt != o.resends):
+            return
+        self.unknown_outcomes += 1
+        self._to_unknown(o, reason)
+
+    def on_cancel_timeout(self, client_order_id: str) -> None:
+        """No response to ``order.cancel`` in time (or the connection was lost): confirm by query."""
+        o = self.get(client_order_id)
+        if o is None:
+            return
+        self.timeouts += 1
+        self.mark_need_query(o)
+
+    def on_cancel_all_timeout(self, symbol: str) -> None:
+        """No response to ``openOrders.cancelAll``: confirm every open order of ``symbol`` by query."""
+        self.timeouts += 1
+        for o in list(self._open.values()):
+            if o.symbol == symbol:
+                self.mark_need_query(o)
+
+    def mark_need_query(self, o: TrackedOrder) -> None:
+        """Put an order on the in-doubt list (its state is confirmed by ``order.status``)."""
+        o.need_query = True
+        self._in_doubt[o.client_order_id] = o
+
+    def drop_doubt(self, client_order_id: str) -> None:
+        """Take a known (acknowledged) order off the in-doubt list without a venue answer."""
+        o = self._in_doubt.pop(client_order_id, None)
+        if o is not None:
+            o.need_query = False
+
+    def on_connection_lost(self, symbol: str | None = None) -> int:
+        """The user-data stream was interrupted: reports may be lost.
+
+        Every open order, and every closed one whose fills are incomplete, is put
+        on the in-doubt list. Returns how many.
+        """
+        n = 0
+        for o in list(self._open.values()) + list(self._incomplete.values()):
+            if symbol is None or o.symbol == symbol:
+                self.mark_need_query(o)
+                n += 1
+        return n
 
     # -- WS API responses --------------------------------------------------------------------------
     def on_place_ack(self, client_order_id: str, result: Mapping[str, Any]) -> None:
         """Handle a 200 response to ``order.place`` (ACK, RESULT or FULL body, 3.5)."""
-        o = self._orders.get(client_order_id)
+        o = self.get(client_order_id)
         if o is None:
             self.unknown_reports += 1
             return
@@ -355,96 +563,206 @@ class OrderTracker:
         fills = result.get("fills")
         if fills:
             for f in fills:
-                self._apply_fill(o, int(f["tradeId"]), f["price"], f["qty"], f.get("commission", "0"),
-                                 f.get("commissionAsset") or "", False, int(result.get("transactTime", 0)), now)
-        st = result.get("status")
-        status = _STATUS_MAP.get(st, st) if isinstance(st, str) else NEW
-        if status in _RANK:
-            self._advance(o, status, now)
-        else:
-            self._advance(o, NEW, now)
+                self._apply_trade(o, int(f["tradeId"]), f["price"], f["qty"], None, f.get("commission", "0"),
+                                  f.get("commissionAsset") or "", False, int(result.get("transactTime", 0)), now)
+        x = result.get("status")
+        self._advance(o, st.code_of(x) if isinstance(x, str) else st.NEW, now)
 
-    def on_place_error(self, client_order_id: str, status: int, code: int, msg: str) -> None:
-        """Handle an error response to ``order.place``.
+    def on_place_error(self, client_order_id: str, status: int, code: int, msg: str,
+                       attempt: int | None = None) -> str:
+        """Handle an error response to ``order.place``; return its class (:func:`~engine.orders.state.classify_place_error`).
 
-        4xx: the order was not placed (REJECTED, counted by code). 5xx: the
-        outcome is unknown (3.2): the order stays PENDING_NEW until a report or
-        an ``openOrders.status`` query settles it.
+        * UNKNOWN (5xx, -1006, -1007; 3.2, 6.1): the order becomes UNKNOWN and is queried;
+        * DUPLICATE (-2010 "Duplicate order sent.", -4116; section 5): an open order
+          with this id exists on the venue -- ours, since ids are never reused -- so it
+          is adopted by querying it; not a failure;
+        * REJECTED (other 4xx): nothing was placed.
+
+        An error for an earlier attempt of a resent order (``attempt`` older than
+        the order's ``resends``) is stale: it cannot reject the newer attempt.
         """
-        o = self._orders.get(client_order_id)
-        if status >= 500 or code in (-1006, -1007):
-            self.unknown_outcomes += 1
-            return
+        o = self.get(client_order_id)
+        outcome = st.classify_place_error(status, code, msg)
         self.rejects_by_code[code] += 1
-        if code == -2010 and msg == DUPLICATE_ORDER_MSG:
-            self.duplicate_client_order_ids += 1
         if o is None:
             self.unknown_reports += 1
-            return
-        if o.status in TERMINAL_STATUSES or o.acked:
-            # A report already settled it (cannot happen for a rejected request; be safe).
-            return
-        o.error_code = code
-        o.reason = msg
-        self.orders_rejected += 1
-        self._set_status(o, REJECTED, time.monotonic_ns())
+            return outcome
+        if attempt is not None and attempt != o.resends:
+            self.stale_responses += 1
+            return outcome
+        if outcome == st.OUTCOME_UNKNOWN:
+            self.unknown_outcomes += 1
+            self._to_unknown(o, f"{code}: {msg}")
+        elif outcome == st.OUTCOME_DUPLICATE:
+            self.venue_duplicates += 1
+            self.duplicate_client_order_ids += 1
+            self._to_unknown(o, f"{code}: {msg}")
+            self.mark_need_query(o)
+        elif o.state in (st.PENDING_NEW, st.UNKNOWN) and not o.acked:
+            o.error_code = code
+            o.reason = msg
+            self.orders_rejected += 1
+            self._set_state(o, st.REJECTED, time.monotonic_ns())
+        return outcome
 
     def on_cancel_ack(self, client_order_id: str, result: Mapping[str, Any] | None = None) -> None:
         """Handle a 200 response to ``order.cancel`` (3.5): the order is CANCELED."""
-        o = self._orders.get(client_order_id)
+        o = self.get(client_order_id)
         if o is None:
             self.unknown_reports += 1
             return
         o.cancel_pending = False
         if result is not None and "orderId" in result:
             self._ack(o, int(result["orderId"]))
-        self._advance(o, CANCELED, time.monotonic_ns())
+        self._advance(o, st.CANCELED, time.monotonic_ns())
 
     def on_cancel_error(self, client_order_id: str, status: int, code: int, msg: str) -> None:
-        """Handle an error response to ``order.cancel`` (e.g. -2011 "Unknown order sent.": already done)."""
-        o = self._orders.get(client_order_id)
-        if status >= 500:
+        """Handle an error response to ``order.cancel``.
+
+        5xx: the cancel's outcome is unknown; -2011 "Unknown order sent.": the
+        order is not open on the venue (6.1). Either way its state is confirmed by
+        ``order.status`` unless it is already known to be closed.
+        """
+        o = self.get(client_order_id)
+        if st.classify_cancel_error(status, code, msg) == st.OUTCOME_UNKNOWN:
             self.unknown_outcomes += 1
+            if o is not None:
+                self.mark_need_query(o)
             return
         self.cancel_rejects_by_code[code] += 1
         if o is not None:
             o.cancel_pending = False
+            if o.is_open:
+                self.mark_need_query(o)
 
     def on_cancel_all_ack(self, symbol: str, results: Iterable[Mapping[str, Any]]) -> None:
         """Handle a 200 response to ``openOrders.cancelAll``: each report names ``origClientOrderId``."""
         now = time.monotonic_ns()
         for r in results:
             cid = r.get("origClientOrderId") or r.get("clientOrderId")
-            o = self._orders.get(cid) if cid else None
+            o = self.get(cid) if cid else None
             if o is None and "orderId" in r:
                 c2 = self._by_order_id.get((symbol, int(r["orderId"])))
-                o = self._orders.get(c2) if c2 else None
+                o = self.get(c2) if c2 else None
             if o is None:
                 self.unknown_reports += 1
                 continue
             o.cancel_pending = False
-            self._advance(o, CANCELED, now)
-        for o in self._open.values():
+            if "orderId" in r:
+                self._ack(o, int(r["orderId"]))
+            self._advance(o, st.CANCELED, now)
+        for o in list(self._open.values()):
             if o.symbol == symbol:
                 o.cancel_pending = False
+                if o.state == st.UNKNOWN:
+                    # Not among the cancelled: the venue had no such open order (now).
+                    self.mark_need_query(o)
 
     def on_cancel_all_error(self, symbol: str, status: int, code: int, msg: str) -> None:
         """Handle an error response to ``openOrders.cancelAll`` (-2011 when nothing was open)."""
         if status >= 500:
             self.unknown_outcomes += 1
+            for o in list(self._open.values()):
+                if o.symbol == symbol:
+                    self.mark_need_query(o)
             return
         self.cancel_rejects_by_code[code] += 1
-        for o in self._open.values():
+        for o in list(self._open.values()):
             if o.symbol == symbol:
                 o.cancel_pending = False
+                if code == st.UNKNOWN_ORDER_CANCEL and o.state != st.PENDING_NEW:
+                    # The venue has nothing open: confirm what became of it.
+                    self.mark_need_query(o)
+
+    # -- status queries (order.status, openOrders.status) ---------------------------------------------
+    def on_status(self, client_order_id: str, result: Mapping[str, Any]) -> TrackedOrder | None:
+        """Apply a venue order object (``order.status`` / ``openOrders.status`` entry, 3.5).
+
+        The venue's answer settles an order in doubt: its status is applied by the
+        forward-only rule, its ``executedQty`` / ``cummulativeQuoteQty`` are reconciled
+        with the fills received (a missing part is booked as a reconciled fill).
+        """
+        o = self.get(client_order_id)
+        if o is None:
+            return None
+        now = time.monotonic_ns()
+        if o.state == st.UNKNOWN:
+            self.resolved += 1
+        if "orderId" in result:
+            self._ack(o, int(result["orderId"]))
+        elif not o.acked:
+            o.acked = True
+            self.orders_acked += 1
+        self._observe_executed(o, _dec(result.get("executedQty")), _dec(result.get("cummulativeQuoteQty")), now)
+        o.need_query = False
+        o.querying = False
+        self._in_doubt.pop(o.client_order_id, None)
+        x = result.get("status")
+        code = st.code_of(x) if isinstance(x, str) else st.NEW
+        self._advance(o, code if code >= 0 else st.NEW, now)
+        return o
+
+    def adopt(self, result: Mapping[str, Any]) -> TrackedOrder | None:
+        """Take over an order the venue lists (``openOrders.status`` entry) that is not in the ring.
+
+        Used for our own orders of an earlier run (same instance prefix) found at
+        start or after a reconnect. Its fills before now are not ours to book: the
+        record starts at the venue's ``executedQty``. Returns the new record, or
+        None if the id is already tracked or the symbol is not traded.
+        """
+        cid = result.get("clientOrderId")
+        symbol = result.get("symbol")
+        inst = self.instruments.get(symbol) if isinstance(symbol, str) else None
+        if not cid or inst is None or self.get(cid) is not None:
+            return None
+        now = time.monotonic_ns()
+        try:
+            price_ticks = inst.price_to_ticks(_dec(result.get("price")))
+        except ValueError:
+            price_ticks = 0
+        qty = _dec(result.get("origQty"))
+        executed = _dec(result.get("executedQty"))
+        side = BUY if result.get("side") == BUY else SELL
+        o = TrackedOrder(cid, symbol, side, price_ticks, int(qty // inst.step_size),
+                         result.get("type") == "LIMIT_MAKER", qty=qty, created_ns=now, updated_ns=now,
+                         acked=True, adopted=True, filled_qty=executed,
+                         filled_steps=int(executed // inst.step_size), floor_qty=executed,
+                         floor_quote=_dec(result.get("cummulativeQuoteQty")), max_z=executed)
+        if not self.ring.insert(cid, st.PENDING_NEW, o):
+            return None
+        self._open[cid] = o
+        self.adopted += 1
+        if "orderId" in result:
+            o.order_id = int(result["orderId"])
+            self._remember_order_id(o)
+        x = result.get("status")
+        code = st.code_of(x) if isinstance(x, str) else st.NEW
+        self._advance(o, code if code >= 0 else st.NEW, now)
+        return o
+
+    def abandon(self, client_order_id: str, reason: str, code: int = st.NO_SUCH_ORDER) -> None:
+        """Close an UNKNOWN order the venue does not have (confirmed after its window): REJECTED, not resent."""
+        o = self.get(client_order_id)
+        if o is None or o.state != st.UNKNOWN:
+            return
+        self.abandoned += 1
+        o.error_code = code
+        o.reason = reason
+        o.need_query = False
+        o.querying = False
+        o.cancel_pending = False
+        self._in_doubt.pop(client_order_id, None)
+        self._set_state(o, st.REJECTED, time.monotonic_ns())
 
     def reconcile_open(self, symbol: str, venue_open: Iterable[Mapping[str, Any]]) -> int:
-        """Settle our open orders against an ``openOrders.status`` result.
+        """Settle our open orders against an ``openOrders.status`` result (inference, last resort).
 
-        Orders we think open but the venue does not list, and that are acknowledged
-        or older than the query, cannot be open: they are marked CANCELED (their
-        fills, if any, arrive as executionReports). Returns how many were settled.
+        Orders we think open but the venue does not list cannot be open: they are
+        marked CANCELED (their fills, if any, arrive as executionReports). The
+        engine prefers ``order.status`` per order (:mod:`engine.orders.reconcile`);
+        this is its fallback at shutdown. Returns how many were settled.
         """
+        venue_open = list(venue_open)
         listed = {r.get("clientOrderId") for r in venue_open}
         listed_ids = {int(r["orderId"]) for r in venue_open if "orderId" in r}
         n = 0
@@ -452,9 +770,14 @@ class OrderTracker:
         for o in list(self._open.values()):
             if o.symbol != symbol or o.client_order_id in listed or o.order_id in listed_ids:
                 continue
+            if o.state == st.UNKNOWN:
+                # Never placed, or placed and closed (maybe filled): only order.status can tell.
+                continue
             o.cancel_pending = False
             o.reason = o.reason or "not open on the venue"
-            self._advance(o, CANCELED, now)
+            o.need_query = False
+            self._in_doubt.pop(o.client_order_id, None)
+            self._set_state(o, st.CANCELED, now)
             n += 1
         return n
 
@@ -465,13 +788,13 @@ class OrderTracker:
         now = time.monotonic_ns()
         o = None
         if er.orig_client_order_id:
-            o = self._orders.get(er.orig_client_order_id)
+            o = self.get(er.orig_client_order_id)
         if o is None:
-            o = self._orders.get(er.client_order_id)
+            o = self.get(er.client_order_id)
         if o is None and er.order_id >= 0:
             cid = self._by_order_id.get((er.symbol, er.order_id))
             if cid is not None:
-                o = self._orders.get(cid)
+                o = self.get(cid)
         if o is None:
             self.unknown_reports += 1
             if er.exec_type == "TRADE" and er.trade_id >= 0:
@@ -480,59 +803,83 @@ class OrderTracker:
                 self._foreign_fill(er, now)
             return
         self._ack(o, er.order_id)
+        z = _dec(er.cum_qty) if er.cum_qty else None
+        if z is not None and z > o.max_z:
+            o.max_z = z
         if er.exec_type == "TRADE" and er.trade_id >= 0:
-            self._apply_fill(o, er.trade_id, er.last_price, er.last_qty, er.commission,
-                             er.commission_asset or "", er.is_maker, er.transaction_time_ms, now)
-        status = _STATUS_MAP.get(er.status, er.status)
-        if status == REJECTED and o.status not in TERMINAL_STATUSES:
+            self._apply_trade(o, er.trade_id, er.last_price, er.last_qty, z, er.commission,
+                              er.commission_asset or "", er.is_maker, er.transaction_time_ms, now)
+        code = st.code_of(er.status)
+        if code == st.REJECTED and o.state not in st.TERMINAL:
             self.orders_rejected += 1
             self.rejects_by_code[0] += 1
             o.reason = er.reject_reason
-        if status in TERMINAL_STATUSES:
+        if code in st.TERMINAL:
             o.cancel_pending = False
-        if status in _RANK:
-            self._advance(o, status, now)
+        if code >= 0:
+            self._advance(o, code, now)
+        self._check_complete(o)
 
     # -- internals -------------------------------------------------------------------------------------
     def _ack(self, o: TrackedOrder, order_id: int) -> None:
         if order_id >= 0 and o.order_id < 0:
             o.order_id = order_id
-            self._by_order_id[(o.symbol, order_id)] = o.client_order_id
-        if not o.acked and o.status != REJECTED:
+            self._remember_order_id(o)
+        if not o.acked and o.state != st.REJECTED:
             o.acked = True
             self.orders_acked += 1
 
-    def _advance(self, o: TrackedOrder, status: str, now: int) -> None:
-        # Forward-only transition; FILLED wins once the fills cover the quantity. A FILLED
-        # status reported before all fill reports arrived is taken as is (the order is no
-        # longer open); the missing fills still count when they arrive.
-        if o.filled_steps >= o.qty_steps:
-            status = FILLED
-        cur = o.status
-        if cur == status:
-            return
-        if cur in TERMINAL_STATUSES:
-            if status != FILLED:
-                return
-        elif _RANK[status] < _RANK[cur]:
-            return
-        self._set_status(o, status, now)
+    def _remember_order_id(self, o: TrackedOrder) -> None:
+        d = self._by_order_id
+        d[(o.symbol, o.order_id)] = o.client_order_id
+        if len(d) > _KEEP_ORDER_IDS:
+            del d[next(iter(d))]
 
-    def _set_status(self, o: TrackedOrder, status: str, now: int) -> None:
-        o.status = status
+    def _to_unknown(self, o: TrackedOrder, reason: str) -> None:
+        new = st.to_unknown(o.state)
+        if new == o.state:
+            return
+        self.orders_unknown += 1
+        o.reason = reason
+        self._in_doubt[o.client_order_id] = o
+        self._set_state(o, new, time.monotonic_ns())
+
+    def _advance(self, o: TrackedOrder, observed: int, now: int) -> None:
+        # Forward-only transition (engine.orders.state.transition); FILLED wins once the fills
+        # cover the quantity. A FILLED status reported before all fill reports arrived is taken
+        # as is (the order is no longer open); the missing fills still count when they arrive.
+        new = st.transition(o.state, observed, o.qty > 0 and o.filled_qty >= o.qty)
+        if new != o.state:
+            if o.state == st.UNKNOWN and not o.need_query:
+                # Venue evidence settled the doubt (a late response or a report).
+                if self._in_doubt.pop(o.client_order_id, None) is not None:
+                    self.resolved += 1
+            self._set_state(o, new, now)
+
+    def _set_state(self, o: TrackedOrder, code: int, now: int) -> None:
+        o.state = code
+        o.status = st.NAMES[code]
         o.updated_ns = now
-        if status in TERMINAL_STATUSES:
-            if status == CANCELED:
+        self.ring.set_state(o.client_order_id, code)
+        if code in st.TERMINAL:
+            if code == st.CANCELED:
                 self.cancels += 1
-            if self._open.pop(o.client_order_id, None) is not None:
-                self._terminal.append(o.client_order_id)
-                if len(self._terminal) > _KEEP_TERMINAL:
-                    old = self._orders.pop(self._terminal.popleft(), None)
-                    if old is not None:
-                        self._by_order_id.pop((old.symbol, old.order_id), None)
+            self._open.pop(o.client_order_id, None)
+            o.cancel_pending = False
+            if not o.need_query:
+                self._in_doubt.pop(o.client_order_id, None)
+            self._check_complete(o)
         self.listener.on_order_update(OrderUpdate(
-            o.symbol, o.client_order_id, o.order_id, o.side, status, o.price_ticks, o.qty_steps,
+            o.symbol, o.client_order_id, o.order_id, o.side, o.status, o.price_ticks, o.qty_steps,
             o.filled_steps, o.error_code, o.reason, now))
+
+    def _check_complete(self, o: TrackedOrder) -> None:
+        # Closed orders whose reports showed more executed than booked: re-query them if the
+        # user-data stream is interrupted before the missing fills arrive.
+        if o.state in st.TERMINAL and (o.max_z > o.filled_qty or (o.state == st.FILLED and o.filled_qty < o.qty)):
+            self._incomplete[o.client_order_id] = o
+        else:
+            self._incomplete.pop(o.client_order_id, None)
 
     def _new_trade(self, symbol: str, trade_id: int) -> bool:
         key = (symbol, trade_id)
@@ -544,18 +891,19 @@ class OrderTracker:
             del self._trade_ids[next(iter(self._trade_ids))]
         return True
 
-    def _book_fill(self, symbol: str, side: str, price: Decimal, qty: Decimal, commission: Decimal,
-                   asset: str) -> int:
+    def _book(self, symbol: str, side: str, qty: Decimal, quote: Decimal, commission: Decimal,
+              asset: str) -> int:
+        # Move position and cash by one fill (qty base, quote = price * qty); return its steps.
         inst = self.instruments.get(symbol)
         p = self.positions.get(symbol)
         if p is None:
             p = self.positions[symbol] = Position(fees={})
         if side == BUY:
             p.qty += qty
-            p.cash -= price * qty
+            p.cash -= quote
         else:
             p.qty -= qty
-            p.cash += price * qty
+            p.cash += quote
         if commission and asset:
             p.fees[asset] = p.fees.get(asset, _ZERO) + commission
         steps = 0
@@ -564,45 +912,104 @@ class OrderTracker:
             if r:
                 self.off_grid_fills += 1
             steps = int(q)
-            pq, pr = divmod(p.qty, inst.step_size)
-            p.steps = int(pq)
+            p.steps = int(p.qty // inst.step_size) if p.qty >= 0 else -int(-p.qty // inst.step_size)
         if side == BUY:
             p.bought_steps += steps
         else:
             p.sold_steps += steps
         return steps
 
-    def _apply_fill(self, o: TrackedOrder, trade_id: int, price_s: str, qty_s: str, commission_s: str,
-                    asset: str, is_maker: bool, ts_exchange_ms: int, now: int) -> None:
+    def _add_fee(self, symbol: str, commission: Decimal, asset: str) -> None:
+        if commission and asset:
+            p = self.positions.setdefault(symbol, Position(fees={}))
+            p.fees[asset] = p.fees.get(asset, _ZERO) + commission
+
+    def _credit_order(self, o: TrackedOrder, qty: Decimal, quote: Decimal, now: int) -> None:
+        inst = self.instruments.get(o.symbol)
+        o.filled_qty += qty
+        o.cum_quote += quote
+        o.filled_steps = int(o.filled_qty // inst.step_size) if inst is not None else 0
+        o.updated_ns = now
+
+    def _apply_trade(self, o: TrackedOrder, trade_id: int, price_s: str, qty_s: str, z: Decimal | None,
+                     commission_s: str, asset: str, is_maker: bool, ts_exchange_ms: int, now: int) -> None:
         if not self._new_trade(o.symbol, trade_id):
             return
         price, qty, commission = Decimal(price_s), Decimal(qty_s), Decimal(commission_s or "0")
-        steps = self._book_fill(o.symbol, o.side, price, qty, commission, asset)
+        if z is None:
+            # FULL response fills: the order's first executions, in order.
+            z = o.filled_qty + qty
+        if z <= o.floor_qty:
+            # Already in the position through a reconciled fill (a status query counted it):
+            # only its commission is new.
+            self._add_fee(o.symbol, commission, asset)
+            self.covered_fills += 1
+            return
+        quote = price * qty
+        self._book(o.symbol, o.side, qty, quote, commission, asset)
+        o.trades.append((z, qty, quote))
+        self._credit_order(o, qty, quote, now)
         inst = self.instruments.get(o.symbol)
         try:
             price_ticks = inst.price_to_ticks(price) if inst is not None else 0
         except ValueError:
             price_ticks = 0
             self.off_grid_fills += 1
-        o.filled_steps += steps
-        o.cum_quote += price * qty
-        o.updated_ns = now
+        steps = int(qty // inst.step_size) if inst is not None else 0
         self.fills += 1
         self.listener.on_fill(Fill(o.symbol, o.client_order_id, o.order_id, trade_id, o.side, price_ticks, steps,
                                    is_maker, commission, asset, ts_exchange_ms * 1_000_000, now))
-        if o.filled_steps >= o.qty_steps:
-            self._advance(o, FILLED, now)
-        elif o.status in (PENDING_NEW, NEW):
-            self._advance(o, PARTIALLY_FILLED, now)
+        if o.qty > 0 and o.filled_qty >= o.qty:
+            self._advance(o, st.FILLED, now)
+        elif o.state in (st.PENDING_NEW, st.UNKNOWN, st.NEW):
+            self._advance(o, st.PARTIALLY_FILLED, now)
+        self._check_complete(o)
+
+    def _observe_executed(self, o: TrackedOrder, executed: Decimal, cum_quote: Decimal, now: int) -> None:
+        # A status query says the order executed `executed` (quote `cum_quote`) so far. The
+        # position holds floor + the trades booked one by one above the floor; move the floor
+        # up and book what no trade report covered as one reconciled fill.
+        if executed > o.max_z:
+            o.max_z = executed
+        if executed <= o.floor_qty:
+            return
+        lo = o.floor_qty
+        in_q = in_quote = _ZERO
+        for z, q, quote in o.trades:
+            if lo < z <= executed:
+                in_q += q
+                in_quote += quote
+        gap_q = executed - lo - in_q
+        gap_quote = cum_quote - o.floor_quote - in_quote
+        o.floor_qty = executed
+        o.floor_quote = cum_quote
+        if gap_q <= 0:
+            return
+        self._book(o.symbol, o.side, gap_q, gap_quote, _ZERO, "")
+        self._credit_order(o, gap_q, gap_quote, now)
+        self.fills += 1
+        self.reconciled_fills += 1
+        self.reconciled_fill_qty[o.symbol] = self.reconciled_fill_qty.get(o.symbol, _ZERO) + gap_q
+        inst = self.instruments.get(o.symbol)
+        steps = int(gap_q // inst.step_size) if inst is not None else 0
+        log.info("reconciled fill of %s: %s at avg %s (trade reports missing)", o.client_order_id, gap_q,
+                 gap_quote / gap_q)
+        self.listener.on_fill(Fill(o.symbol, o.client_order_id, o.order_id, -1, o.side, 0, steps, False,
+                                   _ZERO, "", 0, now))
+        if o.qty > 0 and o.filled_qty >= o.qty:
+            self._advance(o, st.FILLED, now)
+        elif o.state in (st.PENDING_NEW, st.UNKNOWN, st.NEW):
+            self._advance(o, st.PARTIALLY_FILLED, now)
 
     def _foreign_fill(self, er: ExecutionReport, now: int) -> None:
         if not self._new_trade(er.symbol, er.trade_id):
             return
         side = BUY if er.side == BUY else SELL
-        self._book_fill(er.symbol, side, Decimal(er.last_price), Decimal(er.last_qty),
-                        Decimal(er.commission or "0"), er.commission_asset or "")
+        qty = Decimal(er.last_qty)
+        self._book(er.symbol, side, qty, Decimal(er.last_price) * qty, Decimal(er.commission or "0"),
+                   er.commission_asset or "")
         self.foreign_fills += 1
 
 
-__all__ = ["DuplicateClientOrderId", "ExecutionReport", "OrderListener", "OrderTracker", "Position",
-           "TrackedOrder", "split_symbol"]
+__all__ = ["DEFAULT_RING_CAPACITY", "DUPLICATE_ORDER_MSG", "DuplicateClientOrderId", "ExecutionReport",
+           "OrderListener", "OrderTracker", "Position", "TrackedOrder", "split_symbol"]

@@ -6,7 +6,9 @@ One picows server (one event loop) routes by request path like Binance's hosts
 * ``/ws``, ``/ws/<stream>[/<stream>...]``: raw payloads (subscribe later with ``SUBSCRIBE``);
 * ``/stream?streams=a/b/c``: combined envelope ``{"stream":..,"data":..}``;
 * the USD-M 2026 route prefixes ``/public`` and ``/market`` are accepted before both (0, 1.7);
-* ``/ws-api/v3``: the trading side's ``engine.sim.wsapi.WsApiSession``.
+* ``/ws-api/v3``: the trading side's ``engine.sim.wsapi.WsApiSession``
+  (with the fault plan ``SimulatorHandle.ws_api_faults``, :mod:`engine.sim.faults`,
+  when one is set).
 
 The REST app of the trading side (``engine.sim.rest.make_app``, aiohttp) runs on a
 second port. Both trading-side parts are imported lazily; when they are missing
@@ -118,6 +120,8 @@ class SimulatorHandle:
     ended : asyncio.Future
         Resolves to the number of market events processed when the source has ended
         (raises if the market failed; cancelled if closed before the end).
+    ws_api_faults : engine.sim.faults.WsApiFaults or None
+        Fault plan of the WS API sessions opened from now on (None: no faults).
     """
 
     def __init__(self, market: VenueMarket, hub: StreamHub, source: MarketSource, exchange: Any) -> None:
@@ -129,6 +133,7 @@ class SimulatorHandle:
         self.port = 0
         self.rest_port: int | None = None
         self.unavailable: dict[str, str] = {}
+        self.ws_api_faults: Any = None
         self.ended: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._server: asyncio.AbstractServer | None = None
         self._rest_runner: Any = None
@@ -242,7 +247,12 @@ class SimulatorHandle:
             return WSUpgradeResponseWithListener(
                 WSUpgradeResponse.create_error_response(503, reason.encode()), None)
         exchange, market = self.exchange, self.market
-        return WsApiConnection(self.hub, lambda send: session_cls(exchange, market, send, **options))
+        faults = self.ws_api_faults
+        if faults is None:
+            return WsApiConnection(self.hub, lambda send: session_cls(exchange, market, send, **options))
+        conn = WsApiConnection(self.hub, lambda send: session_cls(exchange, market, send, faults=faults,
+                                                                   close=lambda: conn.close(), **options))
+        return conn
 
 
 def _make_exchange(market: VenueMarket) -> tuple[Any, str | None]:
@@ -287,6 +297,7 @@ async def start_simulator(
     exchange_factory: Callable[[VenueMarket], Any] | None = None,
     autostart: bool = True,
     rest: bool = True,
+    ws_api_faults: Any = None,
 ) -> SimulatorHandle:
     """Start the simulator on the running loop and return its handle.
 
@@ -314,6 +325,8 @@ async def start_simulator(
         (e.g. after clients have connected, so they see the first frame).
     rest : bool
         Start the REST app if the trading side provides it.
+    ws_api_faults : str, FaultProfile or WsApiFaults, optional
+        Fault plan of the WS API (:mod:`engine.sim.faults`; a profile name uses seed 0).
     """
     src = make_source(source)
     market = VenueMarket(speed=getattr(src, "speed", None))
@@ -328,6 +341,8 @@ async def start_simulator(
     elif exchange is None:
         exchange, reason = _make_exchange(market)
     handle = SimulatorHandle(market, hub, src, exchange)
+    if ws_api_faults is not None:
+        handle.ws_api_faults = importlib.import_module("engine.sim.faults").make_faults(ws_api_faults)
     if reason is not None:
         handle.unavailable["ws-api"] = reason
         handle.unavailable["rest"] = reason

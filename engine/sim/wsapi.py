@@ -18,9 +18,14 @@ request; expected an object." (seen on the venue, binance-us-api-docs#126),
 a missing ``method`` with -1102 and an unknown method with
 ``-1020 "This operation is not supported."`` (SPOT-ERR UNSUPPORTED_OPERATION),
 all with status 400 **[derived]**.
+
+Fault injection (:mod:`engine.sim.faults`): a session given ``faults`` (and
+``close``, which drops its connection) routes requests and executionReports
+through the fault plan; without it the default path below is unchanged.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, Callable
 
@@ -61,6 +66,10 @@ class WsApiSession:
     events_before_response : bool
         Push the user-data events caused by a request *before* its response
         (default: after). Both orders happen on the venue.
+    faults : engine.sim.faults.WsApiFaults, optional
+        Fault plan (drop / delay / cut / 5xx responses, duplicate / reorder events).
+    close : callable, optional
+        ``close()`` drops this session's connection (needed by the cut faults).
     """
 
     def __init__(
@@ -71,10 +80,16 @@ class WsApiSession:
         *,
         return_rate_limits: bool = True,
         events_before_response: bool = False,
+        faults: Any = None,
+        close: Callable[[], Any] | None = None,
     ) -> None:
         self.exchange = exchange
         self.market = market
         self._send = send
+        self._faults = faults
+        self._close_conn = close
+        # Events go out through here: straight to the client unless a fault plan is set.
+        self._emit = send if faults is None else self._emit_faulty
         self.return_rate_limits = return_rate_limits
         self.events_before_response = events_before_response
         self.connected_since_ms = exchange.server_time_ms()
@@ -123,6 +138,9 @@ class WsApiSession:
         if self._closed:
             return
         raw = data.encode() if isinstance(data, str) else data
+        if self._faults is not None:
+            self._on_message_faulty(raw)
+            return
         self._in_request = True
         try:
             frame = self._handle(raw)
@@ -377,4 +395,79 @@ class WsApiSession:
         if self._in_request:
             self._pending.append(frame)
         else:
+            self._emit(frame)
+
+    # -- fault injection (engine.sim.faults) ----------------------------------------------------------
+    def _on_message_faulty(self, raw: bytes) -> None:
+        from engine.sim import faults as F
+
+        req_id, method, cid = _peek(raw)
+        fault = self._faults.decide(method, cid)
+        if fault == F.CUT_BEFORE:
+            self._cut()
+            return
+        self._in_request = True
+        try:
+            frame: bytes | None = self._handle(raw)
+        finally:
+            self._in_request = False
+        pending, self._pending = self._pending, []
+        if fault == F.CUT_AFTER:
+            # Processed; the response and its events die with the connection.
+            self._cut()
+            return
+        if fault == F.ERROR_5XX and frame is not None and b'"status":200' in frame[:64]:
+            self.exchange.record_error(F.ERROR_5XX_CODE)
+            frame = _encode({"id": req_id, "status": F.ERROR_5XX_STATUS,
+                             "error": {"code": F.ERROR_5XX_CODE, "msg": F.ERROR_5XX_MSG}})
+        elif fault == F.DROP:
+            frame = None
+        elif fault == F.DELAY:
+            asyncio.get_running_loop().call_later(self._faults.profile.delay_s, self._send_open, frame)
+            frame = None
+        if frame is not None and not self.events_before_response:
             self._send(frame)
+        for p in pending:
+            self._emit(p)
+        if frame is not None and self.events_before_response:
+            self._send(frame)
+
+    def _emit_faulty(self, frame: bytes) -> None:
+        if b'"executionReport"' not in frame:
+            self._send(frame)
+            return
+        dup, hold = self._faults.decide_event()
+        hold_s = self._faults.profile.reorder_hold_s
+        if hold:
+            asyncio.get_running_loop().call_later(hold_s, self._send_open, frame)
+        else:
+            self._send(frame)
+        if dup:
+            asyncio.get_running_loop().call_later(hold_s, self._send_open, frame)
+
+    def _send_open(self, frame: bytes) -> None:
+        if not self._closed:
+            self._send(frame)
+
+    def _cut(self) -> None:
+        self._closed = True
+        if self._close_conn is not None:
+            self._close_conn()
+
+
+def _peek(raw: bytes) -> tuple[Any, str, str]:
+    # id, method and client order id of a request, for the fault plan (never raises).
+    try:
+        top = _decode_top.decode(raw)
+        req_id = msgspec.json.decode(top["id"]) if "id" in top else None
+        method = msgspec.json.decode(top["method"]) if "method" in top else ""
+        cid = ""
+        if "params" in top:
+            params = _decode_params.decode(top["params"])
+            for k in ("newClientOrderId", "origClientOrderId"):
+                if k in params:
+                    cid = msgspec.json.decode(params[k])
+                    break
+        return req_id, method if isinstance(method, str) else "", cid if isinstance(cid, str) else ""
+    except (msgspec.DecodeError, msgspec.ValidationError, KeyError):
+        return None, "", ""

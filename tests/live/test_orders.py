@@ -338,7 +338,10 @@ def test_tracker_rejections_duplicates_and_unknown_outcomes():
     assert tr.duplicate_client_order_ids == 2 and tr.rejects_by_code[-2010] == 2
     tr.on_place_sent("c", "BTCUSDT", SELL, 6_000_000, 10, True)
     tr.on_place_error("c", 503, -1006, "Unexpected response")
-    assert tr.get("c").status == PENDING_NEW and tr.unknown_outcomes == 1 and tr.orders_rejected == 2
+    # 5xx = unknown outcome (6.1): UNKNOWN, never failed; a venue duplicate (b) is adopted, not a
+    # rejection (engine.orders.state).
+    assert tr.get("c").status == "UNKNOWN" and tr.unknown_outcomes == 1 and tr.orders_rejected == 1
+    assert tr.get("b").status == "UNKNOWN" and tr.venue_duplicates == 1
     # The report settles the unknown outcome.
     tr.on_execution_report(report("c", "NEW", "NEW", side=SELL))
     assert tr.get("c").status == NEW and tr.orders_acked == 1
