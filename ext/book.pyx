@@ -51,10 +51,11 @@ __all__ = [
 NO_BID = NO_BID_TICKS
 #: best_ask() of a book with no ask level (ticks): 2**63 - 1.
 NO_ASK = NO_ASK_TICKS
-#: Lowest price accepted by ``set`` / ``apply`` (ticks): -2**62.
-#: Highest price accepted by ``set`` / ``apply`` (ticks): 2**62 - 1.
-# (The C names are taken by the cimported constants, hence globals().)
+# Python MIN_PRICE_TICKS = -2**62 and MAX_PRICE_TICKS = 2**62 - 1: the accepted price
+# range of ``set`` / ``apply`` (ticks). The names are taken by the cimported C constants
+# inside this module, hence globals().
 globals().update(MIN_PRICE_TICKS=<object>MIN_PRICE_TICKS, MAX_PRICE_TICKS=<object>MAX_PRICE_TICKS)
+
 
 class BookIntegrityError(Exception):
     """The book is crossed or its internal state is inconsistent."""
@@ -86,7 +87,7 @@ cdef enum:
 # Internal helpers (static C functions, inlined into the methods)
 # ---------------------------------------------------------------------------
 
-cdef inline LevelMap* _ovf(OrderBook b, int side) noexcept nogil:
+cdef inline LevelMap* _ovf(OrderBook b, int side) noexcept:
     return <LevelMap*>b._ovf[side]
 
 
@@ -161,14 +162,14 @@ cdef inline int64_t _scan_up(const uint64_t* occ, const uint64_t* sm, int64_t st
         word = sm[sw]
 
 
-cdef inline void _dense_add(OrderBook b, int side, uint64_t off, int64_t qty_lots) noexcept nogil:
+cdef inline void _dense_add(OrderBook b, int side, uint64_t off, int64_t qty_lots) noexcept:
     """Put a new level (slot known empty) into the dense window."""
     b._qty[side][off] = qty_lots
     _bit_set(b._occ[side], b._sum[side], off)
     b._n_dense[side] += 1
 
 
-cdef void _recompute_best(OrderBook b, int side, int64_t removed_ticks) noexcept nogil:
+cdef void _recompute_best(OrderBook b, int side, int64_t removed_ticks) noexcept:
     """Recompute the cached best of ``side`` after its best level was removed.
 
     Every remaining level of the side is worse than ``removed_ticks``, so the
@@ -212,7 +213,7 @@ cdef void _recompute_best(OrderBook b, int side, int64_t removed_ticks) noexcept
     b._best_qty[side] = best_qty
 
 
-cdef int64_t _spill_side(OrderBook b, int side, int64_t* out) noexcept nogil:
+cdef int64_t _spill_side(OrderBook b, int side, int64_t* out) noexcept:
     """Empty the dense window of one side.
 
     Writes each removed level as a (price ticks, qty lots) pair to ``out``
@@ -370,6 +371,15 @@ cdef inline int _check_side(int side) except -1:
     return 0
 
 
+cdef int _raise_bad_level(int side, int64_t price_ticks, int64_t qty_lots) except -1:
+    """Raise the ValueError for invalid set_level arguments (kept out of the hot path)."""
+    _check_side(side)
+    if qty_lots < 0:
+        raise ValueError(f"qty_lots must be >= 0, got {qty_lots}")
+    raise ValueError(
+        f"price_ticks must be in [{MIN_PRICE_TICKS}, {MAX_PRICE_TICKS}], got {price_ticks}")
+
+
 # ---------------------------------------------------------------------------
 # The book
 # ---------------------------------------------------------------------------
@@ -438,13 +448,8 @@ cdef class OrderBook:
         cdef uint64_t off
         cdef int64_t* slot
         cdef int64_t old
-        if <unsigned int>side > 1:
-            _check_side(side)
-        if qty_lots < 0:
-            raise ValueError(f"qty_lots must be >= 0, got {qty_lots}")
-        if _bad_price(price_ticks):
-            raise ValueError(
-                f"price_ticks must be in [{MIN_PRICE_TICKS}, {MAX_PRICE_TICKS}], got {price_ticks}")
+        if (<unsigned int>side > 1) | (qty_lots < 0) | _bad_price(price_ticks):
+            return _raise_bad_level(side, price_ticks, qty_lots)   # cold path, out of line
         self.updates_applied += 1
         off = <uint64_t>price_ticks - <uint64_t>self._base
         if off >= <uint64_t>self._window:

@@ -17,7 +17,7 @@ from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from libc.stdint cimport int64_t, INT64_MAX
 
-from ext.book cimport OrderBook, BID, ASK
+from ext.book cimport OrderBook, BID, ASK, MAX_PRICE_TICKS
 
 
 class DecodeError(ValueError):
@@ -211,6 +211,9 @@ cdef class LevelParser:
             if v % self.tick_units:
                 raise OffGridError(f"price {s!r} is not on the tick grid")
             v //= self.tick_units
+        if v > MAX_PRICE_TICKS:
+            # The book's price range: checked here so a diff never half-applies.
+            raise MalformedNumberError(f"price {s!r} is out of the book's range")
         return v
 
     cpdef int64_t qty_lots(self, object s) except -1:
@@ -299,6 +302,8 @@ cdef class LevelParser:
                     if v % self.tick_units:
                         raise OffGridError(f"price {p[ps:ps + pn].decode('ascii', 'replace')!r} is not on the tick grid")
                     v //= self.tick_units
+                if v > MAX_PRICE_TICKS:
+                    raise MalformedNumberError("price is out of the book's range")
                 self._px[at] = v
                 code = _parse_c(p + qs, qn, self.qty_decimals, &v)
                 if code != _OK:

@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
@@ -507,6 +507,9 @@ BookMachine.TestCase.settings = settings(
     max_examples=int(os.environ.get("MM_BOOK_EXAMPLES", "250")),
     stateful_step_count=30,
     deadline=None,
+    # One bug at a time and no 'explain' phase: a failure shrinks in seconds, not minutes.
+    report_multiple_bugs=False,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 TestBookMachine = BookMachine.TestCase

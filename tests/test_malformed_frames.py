@@ -112,6 +112,18 @@ def test_price_parser_exact():
         q.price_ticks("1.06")
 
 
+def test_price_beyond_book_range_rejected_before_apply():
+    from ext.book import OrderBook
+    b = OrderBook()
+    p = LevelParser(0, 1, 0)
+    p.load_snapshot(b, [("100", "1")], [("101", "1")], 10)
+    with pytest.raises(MalformedNumberError):
+        p.apply_diff(b, [("100", "5")], [(str(2**62), "1")], 11)
+    with pytest.raises(MalformedNumberError):
+        p.apply_diff(b, b'[["100","5"]]', b'[["%d","1"]]' % 2**62, 11)
+    assert b.best_bid_qty() == 1 and b.last_update_id == 10
+
+
 def test_off_grid_diff_leaves_book_untouched():
     from ext.book import OrderBook
     b = OrderBook()
