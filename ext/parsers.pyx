@@ -67,46 +67,106 @@ cdef enum:
 
 cdef int _parse_c(const char* p, Py_ssize_t n, int decimals, int64_t* out) noexcept nogil:
     # Digits, at most one '.', no sign, no exponent: the venue's decimal format.
+    # At most 18 significant digits are kept, so the accumulator cannot overflow
+    # int64 and no per-digit range check is needed.
     cdef Py_ssize_t i = 0
     cdef int64_t v = 0
-    cdef int frac = 0, digits = 0
-    cdef char c
+    cdef int frac = 0, kept = 0, digits = 0
+    cdef unsigned char d
     if n == 0:
         return _E_MALFORMED
     if p[0] == 45:  # '-'
         return _E_NEGATIVE
     while i < n:
-        c = p[i]
-        if 48 <= c <= 57:
-            if v > (INT64_MAX - 9) // 10:
+        d = <unsigned char>(p[i] - 48)
+        if d > 9:
+            break
+        # Leading zeros do not count against the 18 digits.
+        if v or d:
+            kept += 1
+            if kept > 18:
                 return _E_RANGE
-            v = v * 10 + (c - 48)
+        v = v * 10 + d
+        i += 1
+    digits = <int>i
+    if i < n:
+        if p[i] != 46:  # '.'
+            return _E_MALFORMED
+        i += 1
+        while i < n and frac < decimals:
+            d = <unsigned char>(p[i] - 48)
+            if d > 9:
+                return _E_MALFORMED
+            if v or d:
+                kept += 1
+                if kept > 18:
+                    return _E_RANGE
+            v = v * 10 + d
+            frac += 1
+            i += 1
+        digits += frac
+        while i < n:
+            if p[i] != 48:
+                return _E_OFFGRID if 49 <= p[i] <= 57 else _E_MALFORMED
             digits += 1
             i += 1
-        elif c == 46:  # '.'
-            i += 1
-            break
-        else:
-            return _E_MALFORMED
-    while i < n:
-        c = p[i]
-        if not (48 <= c <= 57):
-            return _E_MALFORMED
-        if frac < decimals:
-            if v > (INT64_MAX - 9) // 10:
-                return _E_RANGE
-            v = v * 10 + (c - 48)
-            frac += 1
-        elif c != 48:
-            return _E_OFFGRID
-        digits += 1
-        i += 1
     if digits == 0:
         return _E_MALFORMED
     if frac < decimals:
         if v > INT64_MAX // _POW10[decimals - frac]:
             return _E_RANGE
         v *= _POW10[decimals - frac]
+    out[0] = v
+    return _OK
+
+
+cdef int _parse_q(const char* p, Py_ssize_t* pos, Py_ssize_t n, int decimals, int64_t* out) noexcept nogil:
+    # Single pass over a JSON string body: ``pos`` points just after the opening quote and
+    # is left on the closing quote. Same rules and limits as _parse_c.
+    cdef Py_ssize_t i = pos[0]
+    cdef Py_ssize_t start = i
+    cdef int64_t v = 0
+    cdef int frac = 0, kept = 0, digits = 0
+    cdef unsigned char d
+    if i < n and p[i] == 45:  # '-'
+        return _E_NEGATIVE
+    while i < n:
+        d = <unsigned char>(p[i] - 48)
+        if d > 9:
+            break
+        if v or d:
+            kept += 1
+            if kept > 18:
+                return _E_RANGE
+        v = v * 10 + d
+        i += 1
+    digits = <int>(i - start)
+    if i < n and p[i] == 46:  # '.'
+        i += 1
+        while i < n and frac < decimals:
+            d = <unsigned char>(p[i] - 48)
+            if d > 9:
+                break
+            if v or d:
+                kept += 1
+                if kept > 18:
+                    return _E_RANGE
+            v = v * 10 + d
+            frac += 1
+            i += 1
+        digits += frac
+        while i < n and p[i] == 48:
+            digits += 1
+            i += 1
+        if i < n and 49 <= p[i] <= 57:
+            return _E_OFFGRID
+    if i >= n or p[i] != 34 or digits == 0:  # must end on the closing quote
+        return _E_MALFORMED
+    if frac < decimals:
+        if v > INT64_MAX // _POW10[decimals - frac]:
+            return _E_RANGE
+        v *= _POW10[decimals - frac]
+    pos[0] = i
     out[0] = v
     return _OK
 
@@ -125,8 +185,10 @@ cdef int _raise(int code, const char* p, Py_ssize_t n, int decimals) except -1:
 cdef int64_t parse_units(object s, int decimals) except -1:
     """Parse a non-negative decimal string into units of ``10**-decimals``.
 
-    Raises MalformedNumberError, NegativeNumberError, or OffGridError when the
-    string carries a non-zero digit beyond ``decimals`` places.
+    At most 18 significant digits (first non-zero digit through the last kept
+    decimal), so every result fits int64. Raises MalformedNumberError (also for
+    more digits), NegativeNumberError, or OffGridError when the string carries a
+    non-zero digit beyond ``decimals`` places.
     """
     cdef Py_ssize_t n = 0
     cdef const char* p = _chars(s, &n)
@@ -135,6 +197,14 @@ cdef int64_t parse_units(object s, int decimals) except -1:
     if code != _OK:
         _raise(code, p, n, decimals)
     return v
+
+
+cdef inline Py_ssize_t _str_len(const char* p, Py_ssize_t start, Py_ssize_t n) noexcept nogil:
+    # Length of a JSON string body from ``start`` to its closing quote (or the end), for errors.
+    cdef Py_ssize_t i = start
+    while i < n and p[i] != 34:
+        i += 1
+    return i - start
 
 
 cdef inline Py_ssize_t _ws(const char* p, Py_ssize_t i, Py_ssize_t n) noexcept nogil:
@@ -251,7 +321,7 @@ cdef class LevelParser:
         # or bytes): parse it in place, with no Python object per level.
         cdef Py_buffer view
         cdef const char* p
-        cdef Py_ssize_t n, i, ps, pn, qs, qn
+        cdef Py_ssize_t n, i, ps, qs
         cdef int64_t v
         cdef int code
         PyObject_GetBuffer(raw, &view, PyBUF_SIMPLE)
@@ -272,11 +342,18 @@ cdef class LevelParser:
                     raise BadLevelsError("a price must be a JSON string")
                 ps = i + 1
                 i = ps
-                while i < n and p[i] != 34 and p[i] != 92:
-                    i += 1
-                if i >= n or p[i] != 34:
-                    raise BadLevelsError("bad price string")
-                pn = i - ps
+                code = _parse_q(p, &i, n, self.price_decimals, &v)
+                if code != _OK:
+                    _raise(code, p + ps, _str_len(p, ps, n), self.price_decimals)
+                if self.tick_units != 1:
+                    if v % self.tick_units:
+                        raise OffGridError(f"price {p[ps:i].decode('ascii', 'replace')!r} is not on the tick grid")
+                    v //= self.tick_units
+                if v > MAX_PRICE_TICKS:
+                    raise MalformedNumberError("price is out of the book's range")
+                if at >= self._cap:
+                    self._reserve(self._cap * 2)
+                self._px[at] = v
                 i = _ws(p, i + 1, n)
                 if i >= n or p[i] != 44:  # ','
                     raise BadLevelsError("a level must be a [price, qty] pair")
@@ -285,30 +362,13 @@ cdef class LevelParser:
                     raise BadLevelsError("a quantity must be a JSON string")
                 qs = i + 1
                 i = qs
-                while i < n and p[i] != 34 and p[i] != 92:
-                    i += 1
-                if i >= n or p[i] != 34:
-                    raise BadLevelsError("bad quantity string")
-                qn = i - qs
+                code = _parse_q(p, &i, n, self.qty_decimals, &v)
+                if code != _OK:
+                    _raise(code, p + qs, _str_len(p, qs, n), self.qty_decimals)
+                self._qty[at] = v
                 i = _ws(p, i + 1, n)
                 if i >= n or p[i] != 93:
                     raise BadLevelsError("a level must be a [price, qty] pair")
-                if at >= self._cap:
-                    self._reserve(self._cap * 2)
-                code = _parse_c(p + ps, pn, self.price_decimals, &v)
-                if code != _OK:
-                    _raise(code, p + ps, pn, self.price_decimals)
-                if self.tick_units != 1:
-                    if v % self.tick_units:
-                        raise OffGridError(f"price {p[ps:ps + pn].decode('ascii', 'replace')!r} is not on the tick grid")
-                    v //= self.tick_units
-                if v > MAX_PRICE_TICKS:
-                    raise MalformedNumberError("price is out of the book's range")
-                self._px[at] = v
-                code = _parse_c(p + qs, qn, self.qty_decimals, &v)
-                if code != _OK:
-                    _raise(code, p + qs, qn, self.qty_decimals)
-                self._qty[at] = v
                 at += 1
                 i = _ws(p, i + 1, n)
                 if i < n and p[i] == 44:

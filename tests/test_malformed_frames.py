@@ -5,6 +5,8 @@ import random
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from engine.feed import decode as d
 from engine.feed.market import FeedListener, MarketDataFeed
@@ -141,3 +143,28 @@ def test_stream_kinds():
     assert d.stream_kind("btcusdt@markPrice@1s") == d.IGNORED
     with pytest.raises(d.UnknownStreamError):
         d.stream_kind("btcusdt@depth7")
+
+
+@given(st.one_of(st.text(alphabet="0123456789.-e ", max_size=24),
+                 st.from_regex(r"\A[0-9]{0,20}(\.[0-9]{0,12})?\Z")), st.integers(0, 8))
+@settings(max_examples=3000, deadline=None)
+def test_parser_agrees_with_decimal(text, decimals):
+    """The C parser accepts exactly the plain non-negative decimals that fit the grid, and is exact.
+
+    Documented limit: at most 18 significant digits (from the first non-zero
+    digit through the last decimal kept), so the result always fits int64.
+    """
+    from decimal import Decimal
+    p = LevelParser(0, 1, decimals)
+    expect = None
+    ip, _, fp = text.partition(".")
+    plain = text.count(".") <= 1 and (ip + fp).isdigit() and (ip + fp) != ""
+    if plain and set(fp[decimals:]) <= {"0"} and len((ip + fp[:decimals]).lstrip("0")) <= 18:
+        value = int(Decimal(text).scaleb(decimals))
+        expect = value if value < 2**63 else None
+    if expect is None:
+        with pytest.raises((MalformedNumberError, OffGridError, NegativeNumberError)):
+            p.qty_lots(text)
+    else:
+        assert p.qty_lots(text) == expect
+        assert p.validate([], ('[["1","%s"]]' % text).encode()) == 1
