@@ -115,11 +115,21 @@ class RecordingWriter:
 
 
 def data_dir() -> Path:
-    """Return the recorded-data folder: ``$MM_DATA_DIR`` or ``../shared/data`` beside the repo."""
+    """Return the recorded-data folder.
+
+    ``$MM_DATA_DIR`` if set; otherwise the first ``shared/data`` found beside the
+    repository or one of its parent folders (``../shared/data`` in the usual
+    layout); otherwise ``../shared/data`` (which may not exist: callers check).
+    """
     env = os.environ.get("MM_DATA_DIR")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "shared" / "data"
+    repo = Path(__file__).resolve().parents[1]
+    for parent in repo.parents:
+        cand = parent / "shared" / "data"
+        if cand.is_dir():
+            return cand
+    return repo.parent / "shared" / "data"
 
 
 __all__ = ["Record", "RecordingError", "RecordingWriter", "data_dir", "iter_records", "open_recording", "parse_line"]
