@@ -56,7 +56,7 @@ cdef inline const char* _chars(object s, Py_ssize_t* n) except NULL:
     raise BadLevelsError(f"expected a decimal string, got {type(s).__name__}")
 
 
-# Error codes of _parse_c.
+# Error codes of _parse_num.
 cdef enum:
     _OK = 0
     _E_MALFORMED = 1
@@ -65,64 +65,13 @@ cdef enum:
     _E_RANGE = 4
 
 
-cdef int _parse_c(const char* p, Py_ssize_t n, int decimals, int64_t* out) noexcept nogil:
-    # Digits, at most one '.', no sign, no exponent: the venue's decimal format.
-    # At most 18 significant digits are kept, so the accumulator cannot overflow
-    # int64 and no per-digit range check is needed.
-    cdef Py_ssize_t i = 0
-    cdef int64_t v = 0
-    cdef int frac = 0, kept = 0, digits = 0
-    cdef unsigned char d
-    if n == 0:
-        return _E_MALFORMED
-    if p[0] == 45:  # '-'
-        return _E_NEGATIVE
-    while i < n:
-        d = <unsigned char>(p[i] - 48)
-        if d > 9:
-            break
-        # Leading zeros do not count against the 18 digits.
-        if v or d:
-            kept += 1
-            if kept > 18:
-                return _E_RANGE
-        v = v * 10 + d
-        i += 1
-    digits = <int>i
-    if i < n:
-        if p[i] != 46:  # '.'
-            return _E_MALFORMED
-        i += 1
-        while i < n and frac < decimals:
-            d = <unsigned char>(p[i] - 48)
-            if d > 9:
-                return _E_MALFORMED
-            if v or d:
-                kept += 1
-                if kept > 18:
-                    return _E_RANGE
-            v = v * 10 + d
-            frac += 1
-            i += 1
-        digits += frac
-        while i < n:
-            if p[i] != 48:
-                return _E_OFFGRID if 49 <= p[i] <= 57 else _E_MALFORMED
-            digits += 1
-            i += 1
-    if digits == 0:
-        return _E_MALFORMED
-    if frac < decimals:
-        if v > INT64_MAX // _POW10[decimals - frac]:
-            return _E_RANGE
-        v *= _POW10[decimals - frac]
-    out[0] = v
-    return _OK
-
-
-cdef int _parse_q(const char* p, Py_ssize_t* pos, Py_ssize_t n, int decimals, int64_t* out) noexcept nogil:
-    # Single pass over a JSON string body: ``pos`` points just after the opening quote and
-    # is left on the closing quote. Same rules and limits as _parse_c.
+cdef int _parse_num(const char* p, Py_ssize_t* pos, Py_ssize_t n, int decimals, bint quoted,
+                    int64_t* out) noexcept nogil:
+    # One pass over a decimal: digits, at most one '.', no sign, no exponent (the venue's
+    # format). ``pos`` starts on the first character; with ``quoted`` the number must end
+    # on a closing quote (a JSON string body; ``pos`` is left on it), else at ``n``.
+    # At most 18 significant digits are kept, so the accumulator cannot overflow int64
+    # and no per-digit range check is needed beyond the count.
     cdef Py_ssize_t i = pos[0]
     cdef Py_ssize_t start = i
     cdef int64_t v = 0
@@ -160,7 +109,7 @@ cdef int _parse_q(const char* p, Py_ssize_t* pos, Py_ssize_t n, int decimals, in
             i += 1
         if i < n and 49 <= p[i] <= 57:
             return _E_OFFGRID
-    if i >= n or p[i] != 34 or digits == 0:  # must end on the closing quote
+    if digits == 0 or (i >= n or p[i] != 34 if quoted else i != n):
         return _E_MALFORMED
     if frac < decimals:
         if v > INT64_MAX // _POW10[decimals - frac]:
@@ -190,10 +139,10 @@ cdef int64_t parse_units(object s, int decimals) except -1:
     more digits), NegativeNumberError, or OffGridError when the string carries a
     non-zero digit beyond ``decimals`` places.
     """
-    cdef Py_ssize_t n = 0
+    cdef Py_ssize_t n = 0, pos = 0
     cdef const char* p = _chars(s, &n)
     cdef int64_t v = 0
-    cdef int code = _parse_c(p, n, decimals, &v)
+    cdef int code = _parse_num(p, &pos, n, decimals, False, &v)
     if code != _OK:
         _raise(code, p, n, decimals)
     return v
@@ -342,7 +291,7 @@ cdef class LevelParser:
                     raise BadLevelsError("a price must be a JSON string")
                 ps = i + 1
                 i = ps
-                code = _parse_q(p, &i, n, self.price_decimals, &v)
+                code = _parse_num(p, &i, n, self.price_decimals, True, &v)
                 if code != _OK:
                     _raise(code, p + ps, _str_len(p, ps, n), self.price_decimals)
                 if self.tick_units != 1:
@@ -362,7 +311,7 @@ cdef class LevelParser:
                     raise BadLevelsError("a quantity must be a JSON string")
                 qs = i + 1
                 i = qs
-                code = _parse_q(p, &i, n, self.qty_decimals, &v)
+                code = _parse_num(p, &i, n, self.qty_decimals, True, &v)
                 if code != _OK:
                     _raise(code, p + qs, _str_len(p, qs, n), self.qty_decimals)
                 self._qty[at] = v
