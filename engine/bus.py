@@ -18,6 +18,15 @@ Strategies import only this module. They see
 * the order path through :class:`StrategyContext` (``place_limit``, ``cancel``,
   ``cancel_all``, open orders, position in steps, instruments).
 
+Fail closed: :meth:`StrategyContext.place_limit` refuses (:class:`TradingDisabled`)
+while the engine is **halted** (``StrategyContext.halt``: a connection is down
+or stalled, a cancel-all is being confirmed, orders are being reconciled, a
+book is being resynced, the kill switch or the risk manager stopped trading),
+while the order connection is not ready, and for a symbol whose book is known
+to be invalid; it runs the pre-trade risk checks (:mod:`engine.risk`, when a
+:class:`~engine.risk.RiskManager` is attached) before any byte is written, and
+refuses with :class:`RiskRefused`. Cancels are never held back by a halt.
+
 Callbacks (all optional, all on the loop, never re-entrant across frames)::
 
     on_start(ctx)                     once, before any market data
@@ -76,11 +85,14 @@ DISCONNECTED = "disconnected"
 BOOK_SYNCED = "synced"
 BOOK_INVALID = "invalid"
 SHUTDOWN = "shutdown"
+# ConnectionEvent("engine", HALTED | RESUMED, "", reason): quoting stopped / allowed again.
+HALTED = "halted"
+RESUMED = "resumed"
 
 __all__ = [
     "ASK", "BID", "BUY", "NO_ASK", "NO_BID", "SELL", "BookInvalidError", "BookView", "ConnectionEvent",
-    "Fill", "OrderError", "OrderSender", "OrderUpdate", "Strategy", "StrategyBus", "StrategyContext", "TradeEvent",
-    "TradingDisabled", "UNKNOWN", "min_notional_units",
+    "Fill", "OrderError", "OrderSender", "OrderUpdate", "RiskRefused", "Strategy", "StrategyBus", "StrategyContext",
+    "TradeEvent", "TradingDisabled", "UNKNOWN", "breaker_counts", "min_notional_units",
 ]
 
 
@@ -344,7 +356,30 @@ class OrderError(ValueError):
 
 
 class TradingDisabled(RuntimeError):
-    """Orders are not accepted now (engine stopping, or order connection down)."""
+    """Orders are not accepted now (engine halted or stopping, order connection down, book invalid)."""
+
+
+class RiskRefused(OrderError):
+    """The pre-trade risk check refused the order (:mod:`engine.risk`); ``reason`` is its reason code."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+# The post-only rejection "Order would immediately match and take." (-2010, 6.1) is the
+# LIMIT_MAKER mechanism doing its job on a moving book, not an error to trip the breaker on.
+_WOULD_TAKE = "immediately match"
+# Codes of OrderUpdate.error_code that are not venue rejections: 0 (never sent), -2013 (an
+# order in doubt abandoned after the venue's window, engine.orders.reconcile).
+_NOT_VENUE_REJECTIONS = frozenset((0, -2013))
+
+
+def breaker_counts(error_code: int, reason: str) -> bool:
+    """True if a REJECTED update with this code and message is a venue rejection for the circuit breaker."""
+    if error_code in _NOT_VENUE_REJECTIONS:
+        return False
+    return not (error_code == -2010 and _WOULD_TAKE in reason)
 
 
 class OrderSender(Protocol):
@@ -399,20 +434,73 @@ class StrategyContext:
         order so the sender can measure tick-to-order latency.
     enabled : bool
         False while stopping: ``place_limit`` raises :class:`TradingDisabled`.
+    halted : bool
+        True while any halt reason is set (:meth:`halt` / :meth:`release`): ``place_limit``
+        raises :class:`TradingDisabled`; cancels still go out.
+    risk : RiskManager or None
+        Pre-trade checks run by ``place_limit`` (:mod:`engine.risk`).
+    require_book : bool
+        Refuse orders for a symbol whose book has never been synced (the live runner sets it).
+    on_halt_change : callable or None
+        ``f(halted: bool, reason: str)`` when the context becomes halted or resumes.
+    orders_refused, orders_refused_halted, orders_refused_risk, orders_on_invalid_book : int
+        Refusals: notional below the minimum; while halted; by the risk checks; for a
+        symbol whose book is invalid (a strategy bug: it was told the book went invalid).
     """
 
     def __init__(self, instruments: Mapping[str, Instrument], tracker: _Tracker, sender: OrderSender,
-                 new_client_order_id: Callable[[], str]) -> None:
+                 new_client_order_id: Callable[[], str], risk: Any = None) -> None:
         self.instruments = dict(instruments)
         self.tracker = tracker
         self.sender = sender
         self._new_id = new_client_order_id
         self.trigger_rx_ns = 0
         self.enabled = True
+        self.halted = False
+        self.halt_reasons: dict[str, str] = {}
+        self.risk = risk
+        self.require_book = False
+        self.on_halt_change: Callable[[bool, str], None] | None = None
         self.views: dict[str, BookView] = {}
         # Smallest price_ticks * qty_steps product meeting min notional, per symbol (exact).
         self._min_units: dict[str, int] = {s: min_notional_units(i) for s, i in self.instruments.items()}
         self.orders_refused = 0
+        self.orders_refused_halted = 0
+        self.orders_refused_risk = 0
+        self.orders_on_invalid_book = 0
+        self.cancels_not_sent = 0
+
+    # -- halting -------------------------------------------------------------------------------
+    @property
+    def halt_reason(self) -> str:
+        """The halt reasons set now, ``"key: detail; ..."`` ("" when not halted)."""
+        return "; ".join(f"{k}: {v}" if v else k for k, v in self.halt_reasons.items())
+
+    def halt(self, key: str, detail: str = "") -> bool:
+        """Set halt reason ``key`` (no new order leaves until every reason is released).
+
+        Returns True if the context was not halted before. Setting a reason again
+        only updates its detail.
+        """
+        was = self.halted
+        self.halt_reasons[key] = detail
+        self.halted = True
+        if not was and self.on_halt_change is not None:
+            self.on_halt_change(True, self.halt_reason)
+        return not was
+
+    def release(self, key: str) -> bool:
+        """Clear halt reason ``key``; return True if that resumed quoting (no reason left)."""
+        self.halt_reasons.pop(key, None)
+        resumed = self.halted and not self.halt_reasons
+        self.halted = bool(self.halt_reasons)
+        if resumed and self.on_halt_change is not None:
+            self.on_halt_change(False, key)
+        return resumed
+
+    def is_halted_by(self, key: str) -> bool:
+        """True if halt reason ``key`` is set."""
+        return key in self.halt_reasons
 
     # -- reading -------------------------------------------------------------------------------
     def instrument(self, symbol: str) -> Instrument:
@@ -445,8 +533,8 @@ class StrategyContext:
         return time.monotonic_ns()
 
     def can_trade(self, symbol: str) -> bool:
-        """True if orders for ``symbol`` would be sent now (enabled, connected, book valid)."""
-        return self.enabled and self.sender.ready and self.book_valid(symbol)
+        """True if orders for ``symbol`` would be sent now (enabled, not halted, connected, book valid)."""
+        return self.enabled and not self.halted and self.sender.ready and self.book_valid(symbol)
 
     def min_qty_steps(self, symbol: str, price_ticks: int) -> int:
         """Smallest quantity in steps whose notional at ``price_ticks`` meets ``min_notional`` (section 7)."""
@@ -477,11 +565,16 @@ class StrategyContext:
         ------
         OrderError
             Bad side, non-positive price or quantity, or notional below the minimum.
+        RiskRefused
+            A pre-trade risk limit refused the order (an :class:`OrderError`).
         TradingDisabled
-            Engine stopping or order connection not ready.
+            Engine halted or stopping, order connection not ready, or the symbol's book invalid.
         """
         if not self.enabled:
             raise TradingDisabled("the engine is stopping")
+        if self.halted:
+            self.orders_refused_halted += 1
+            raise TradingDisabled(f"halted: {self.halt_reason}")
         if not self.sender.ready:
             raise TradingDisabled("the order connection is not ready")
         if side is not BUY and side is not SELL and side not in SIDES:
@@ -496,6 +589,26 @@ class StrategyContext:
         if price_ticks * qty_steps < u:
             self.orders_refused += 1
             raise OrderError(f"{symbol}: notional of {qty_steps} steps at {price_ticks} ticks is below min_notional")
+        view = self.views.get(symbol)
+        if view is None:
+            if self.require_book:
+                self.orders_on_invalid_book += 1
+                raise TradingDisabled(f"the {symbol} book has not been synced")
+        elif not view._book.valid:
+            self.orders_on_invalid_book += 1
+            raise TradingDisabled(f"the {symbol} book is invalid (out of sync)")
+        risk = self.risk
+        if risk is not None:
+            bid = ask = None
+            if view is not None:
+                b = view._book
+                bid, ask = b.best_bid(), b.best_ask()
+            d = risk.check_new_order(symbol, side, price_ticks, qty_steps, bid, ask)
+            if not d.ok:
+                self.orders_refused_risk += 1
+                if d.reason == "halted":
+                    raise TradingDisabled(d.detail)
+                raise RiskRefused(d.detail, d.reason)
         cid = self._new_id()
         self.tracker.on_place_sent(cid, symbol, side, price_ticks, qty_steps, post_only)
         try:
@@ -503,6 +616,8 @@ class StrategyContext:
         except Exception as e:
             self.tracker.on_place_not_sent(cid, f"send failed: {e!r}")
             raise TradingDisabled(f"order not sent: {e!r}") from e
+        if risk is not None:
+            risk.on_order_sent(cid, symbol, side, qty_steps)
         return cid
 
     def cancel(self, client_order_id: str) -> bool:
@@ -521,7 +636,13 @@ class StrategyContext:
         if not self.sender.ready:
             return False
         self.tracker.on_cancel_sent(client_order_id)
-        self.sender.send_cancel(client_order_id, o.symbol, self.trigger_rx_ns)
+        try:
+            self.sender.send_cancel(client_order_id, o.symbol, self.trigger_rx_ns)
+        except Exception as e:  # noqa: BLE001 - e.g. rate limited locally: the order stays open
+            self.cancels_not_sent += 1
+            o.cancel_pending = False
+            log.debug("cancel of %s not sent: %r", client_order_id, e)
+            return False
         return True
 
     def cancel_all(self, symbol: str) -> bool:
@@ -529,7 +650,14 @@ class StrategyContext:
         if not self.sender.ready or not self.tracker.open_orders(symbol):
             return False
         self.tracker.on_cancel_all_sent(symbol)
-        self.sender.send_cancel_all(symbol)
+        try:
+            self.sender.send_cancel_all(symbol)
+        except Exception as e:  # noqa: BLE001 - the orders stay open; the engine's fail-safe retries
+            self.cancels_not_sent += 1
+            for o in self.tracker.open_orders(symbol):
+                o.cancel_pending = False
+            log.debug("cancelAll of %s not sent: %r", symbol, e)
+            return False
         return True
 
 
@@ -558,6 +686,8 @@ class StrategyBus(FeedListener):
     strategy_errors : int
         Exceptions raised by strategy callbacks (logged, not propagated: the
         feed and order path must keep running).
+    invalid_book_calls : int
+        Book callbacks refused because the book was invalid (never handed to the strategy).
     gaps, decode_errors, trades, bbo_events, book_events : int
     """
 
@@ -578,6 +708,8 @@ class StrategyBus(FeedListener):
         self.bbo_events = 0
         self.book_events = 0
         self.ignored_symbols = 0
+        self.invalid_book_calls = 0
+        self._retired_invalid_reads = 0
         self.started = False
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -596,7 +728,22 @@ class StrategyBus(FeedListener):
     @property
     def invalid_reads(self) -> int:
         """Reads of invalid books refused by the :class:`BookView` s."""
-        return sum(v.invalid_reads for v in self.ctx.views.values())
+        return sum(v.invalid_reads for v in self.ctx.views.values()) + self._retired_invalid_reads
+
+    @property
+    def strategy_calls_on_invalid_book(self) -> int:
+        """Every attempt to involve an invalid book: refused dispatches, refused reads, refused orders."""
+        return self.invalid_book_calls + self.invalid_reads + self.ctx.orders_on_invalid_book
+
+    def replace_book(self, symbol: str, book: OrderBook) -> None:
+        """Point ``symbol``'s view at another book (a new connection's feed took over)."""
+        inst = self.ctx.instruments.get(symbol)
+        if inst is None:
+            return
+        old = self.ctx.views.get(symbol)
+        if old is not None:
+            self._retired_invalid_reads += old.invalid_reads
+        self.ctx.views[symbol] = BookView(symbol, book, inst)
 
     def _call(self, fn: Callable[..., None], *args: Any) -> None:
         try:
@@ -609,12 +756,18 @@ class StrategyBus(FeedListener):
     # -- market data (FeedListener) -------------------------------------------------------------
     def on_book(self, symbol: str, book: OrderBook) -> None:
         """A diff was applied to a valid book: emit ``on_bbo`` if the top changed, then ``on_book``."""
+        if not book.valid:
+            # The feed never does this; refuse and count rather than show an invalid book.
+            self.invalid_book_calls += 1
+            return
         view = self.ctx.views.get(symbol)
         if view is None or view._book is not book:
             inst = self.ctx.instruments.get(symbol)
             if inst is None:
                 self.ignored_symbols += 1
                 return
+            if view is not None:
+                self._retired_invalid_reads += view.invalid_reads
             view = self.ctx.views[symbol] = BookView(symbol, book, inst)
         if not self._synced.get(symbol, False):
             self._synced[symbol] = True
@@ -703,11 +856,25 @@ class StrategyBus(FeedListener):
 
     # -- order events (tracker listener) ----------------------------------------------------------
     def on_order_update(self, update: OrderUpdate) -> None:
-        """Dispatch an :class:`OrderUpdate`."""
+        """Feed the risk manager (closed orders, venue rejections), then dispatch an :class:`OrderUpdate`."""
+        risk = self.ctx.risk
+        if risk is not None and update.status in TERMINAL_STATUSES:
+            try:
+                risk.on_order_closed(update.client_order_id)
+                if update.status == REJECTED and breaker_counts(update.error_code, update.reason):
+                    risk.on_venue_reject(update.error_code)
+            except Exception:  # noqa: BLE001 - accounting must not break the order path
+                self._err(risk.on_order_closed)
         self._call(self.strategy.on_order_update, update)
 
     def on_fill(self, fill: Fill) -> None:
-        """Dispatch a :class:`Fill`."""
+        """Feed the risk manager's position, then dispatch a :class:`Fill`."""
+        risk = self.ctx.risk
+        if risk is not None:
+            try:
+                risk.on_fill(fill.client_order_id, fill.symbol, fill.side, fill.qty_steps)
+            except Exception:  # noqa: BLE001
+                self._err(risk.on_fill)
         self._call(self.strategy.on_fill, fill)
 
     # -- other -------------------------------------------------------------------------------------

@@ -91,58 +91,152 @@ def _cmd_sim(args: argparse.Namespace) -> int:
 
 # Embedded default: how long `mm-engine run` quotes on the synthetic market, s.
 DEFAULT_SYNTHETIC_DURATION_S = 20.0
+# Name of the kill-switch file in the state folder (`touch <state dir>/KILL` halts a run).
+KILL_FILE_NAME = "KILL"
+
+
+def default_state_dir() -> Path:
+    """``$MM_STATE_DIR``, else ``$XDG_STATE_HOME/mm-engine``, else ``~/.local/state/mm-engine``."""
+    import os
+
+    if os.environ.get("MM_STATE_DIR"):
+        return Path(os.environ["MM_STATE_DIR"]).expanduser()
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base).expanduser() / "mm-engine"
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     import os
     from decimal import Decimal, InvalidOperation
 
+    import msgspec.structs as ms
     import uvloop
 
+    from engine.config import Config, ConfigError, load_config
     from engine.live.runner import RunConfig, run
-    from engine.orders.signing import HmacSigner
-    from engine.sim.auth import DEFAULT_API_KEY, DEFAULT_API_SECRET
-    from engine.sim.orders import split_symbol
-    from engine.sim.server import make_source, start_simulator
+    from engine.secrets import SecretsError, install_redaction, load_credentials
     from strategies.symmetric import SymmetricConfig, SymmetricQuoter
 
+    def fail(msg: str) -> int:
+        print(f"mm-engine run: {msg}", file=sys.stderr)
+        return 2
+
+    # Secrets never reach a log line, whatever logs them (engine.secrets).
+    install_redaction()
+    try:
+        cfg = load_config(args.config) if args.config else Config.default()
+    except ConfigError as e:
+        return fail(str(e))
+    if not args.verbose:
+        logging.getLogger().setLevel(cfg.logging.level)
     for f in args.data or ():
         if not Path(f).is_file():
-            print(f"mm-engine run: no such file: {f}", file=sys.stderr)
-            return 2
+            return fail(f"no such file: {f}")
+    live = args.venue == "config"
+    if live and (args.data or args.faults):
+        return fail("--data and --faults need the embedded simulator (--venue sim)")
+    sc = cfg.strategy
     try:
-        qty = Decimal(args.qty)
+        qty = Decimal(args.qty) if args.qty is not None else sc.order_qty
     except InvalidOperation:
-        print(f"mm-engine run: --qty is not a decimal: {args.qty!r}", file=sys.stderr)
-        return 2
+        return fail(f"--qty is not a decimal: {args.qty!r}")
+    max_pos = args.max_position_steps if args.max_position_steps is not None else sc.max_position_steps
+    if max_pos > cfg.risk.max_position_steps:
+        return fail(f"--max-position-steps {max_pos} exceeds risk.max_position_steps {cfg.risk.max_position_steps}")
+    state_dir = Path(args.state_dir).expanduser() if args.state_dir else default_state_dir()
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        return fail(f"cannot create the state folder {state_dir}: {e.strerror or e}")
+    prefix = cfg.orders.client_id_prefix
+    # The restart epoch keeps clientOrderIds unique across runs of this prefix (engine.orders.ids).
+    epoch_path = cfg.paths.epoch_state or str(state_dir / f"epoch-{prefix}")
+    kill_file = args.kill_file or cfg.paths.kill_file or str(state_dir / KILL_FILE_NAME)
+    if os.path.exists(kill_file):
+        print(f"mm-engine run: the kill file {kill_file} exists: the run will cancel everything and not quote "
+              "(remove the file to trade)", file=sys.stderr)
     duration = args.duration
-    if duration is None and not args.data:
+    if duration is None and not args.data and not live:
         duration = DEFAULT_SYNTHETIC_DURATION_S
     speed = None if args.speed == 0 else args.speed
-    key = os.environ.get("MM_SIM_API_KEY") or DEFAULT_API_KEY
-    secret = os.environ.get("MM_SIM_API_SECRET") or DEFAULT_API_SECRET
-
-    async def main():
-        handle = await start_simulator(make_source(list(args.data) if args.data else None, speed=speed))
+    plan = None
+    if args.faults:
         try:
-            symbol = (args.symbol or (handle.market.symbols() or ["BTCUSDT"])[0]).upper()
+            from engine.sim.faults import FaultPlan
+        except ImportError as e:
+            return fail(f"fault plans are not available in this build ({e})")
+        try:
+            plan = FaultPlan.profile(args.faults, args.seed)
+        except ValueError as e:
+            return fail(str(e))
+
+    def run_config(**kw) -> RunConfig:
+        oc = cfg.orders
+        return RunConfig(
+            market=cfg.venue.market, duration_s=duration, depth_limit=cfg.venue.depth_limit,
+            depth_speed=cfg.venue.depth_speed, recv_window_ms=oc.recv_window_ms, client_id_prefix=prefix,
+            epoch_state_path=epoch_path, order_timeout_s=oc.response_timeout_ms / 1000.0,
+            cancel_timeout_s=oc.cancel_timeout_ms / 1000.0, shutdown_timeout_s=oc.stop_timeout_ms / 1000.0,
+            connect_timeout_s=cfg.reconnect.connect_timeout_ms / 1000.0, liveness=cfg.liveness,
+            reconnect=cfg.reconnect, risk=cfg.risk, rate_limit=cfg.rate_limit, dead_man_switch=cfg.dead_man_switch,
+            kill_file=kill_file, max_reconnects=None, max_ws_reconnects=None, seed=args.seed, **kw)
+
+    def strategy(symbol: str) -> SymmetricQuoter:
+        return SymmetricQuoter(SymmetricConfig(
+            symbol=symbol,
+            half_spread_ticks=args.half_spread_ticks if args.half_spread_ticks is not None else sc.half_spread_ticks,
+            requote_ticks=args.requote_ticks if args.requote_ticks is not None else sc.requote_ticks,
+            order_qty=qty, max_position_steps=max_pos, size_up_to_min_notional=sc.size_up_to_min_notional))
+
+    async def main_live():
+        try:
+            creds = load_credentials(cfg.paths.secrets_file or None, scrub_env=True)
+            signer = creds.signer()
+        except SecretsError as e:
+            print(f"mm-engine run: {e}", file=sys.stderr)
+            return None
+        symbol = (args.symbol or cfg.symbol).upper()
+        try:
+            strat = strategy(symbol)
+        except ValueError as e:
+            print(f"mm-engine run: {e}", file=sys.stderr)
+            return None
+        print(f"venue: {cfg.venue.ws_api_url} ({cfg.venue.market}), symbol {symbol}, key {creds!r}, "
+              f"duration {duration if duration is not None else 'until Ctrl-C'}", file=sys.stderr, flush=True)
+        summary = await run(run_config(streams_url=cfg.venue.streams_url, ws_api_url=cfg.venue.ws_api_url,
+                                       rest_url=cfg.venue.rest_url, signer=signer, symbol=symbol, strategy=strat))
+        return summary, None
+
+    async def main_sim():
+        from engine.orders.signing import HmacSigner
+        from engine.sim.auth import DEFAULT_API_KEY, DEFAULT_API_SECRET
+        from engine.sim.orders import split_symbol
+        from engine.sim.server import make_source, start_simulator
+
+        # The simulator's test keys (engine.sim.auth), never real credentials.
+        key = os.environ.get("MM_SIM_API_KEY") or DEFAULT_API_KEY
+        secret = os.environ.get("MM_SIM_API_SECRET") or DEFAULT_API_SECRET
+        kw = {"faults": plan} if plan is not None else {}
+        handle = await start_simulator(make_source(list(args.data) if args.data else None, speed=speed), **kw)
+        try:
+            symbol = (args.symbol or (handle.market.symbols() or [cfg.symbol])[0]).upper()
             try:
-                strat = SymmetricQuoter(SymmetricConfig(
-                    symbol=symbol, half_spread_ticks=args.half_spread_ticks, requote_ticks=args.requote_ticks,
-                    order_qty=qty, max_position_steps=args.max_position_steps))
+                strat = strategy(symbol)
             except ValueError as e:
                 print(f"mm-engine run: {e}", file=sys.stderr)
                 return None
-            print(f"simulator: {handle.streams_url} (market: {'recording' if args.data else 'synthetic'}), "
-                  f"symbol {symbol}, duration {duration if duration is not None else 'until the market ends'}",
+            print(f"simulator: {handle.streams_url} (market: {'recording' if args.data else 'synthetic'}"
+                  f"{f', faults {plan.name} seed {args.seed}' if plan is not None else ''}), symbol {symbol}, "
+                  f"duration {duration if duration is not None else 'until the market ends'}",
                   file=sys.stderr, flush=True)
             ex = handle.exchange
             base, quote = split_symbol(symbol)
             start = {a: sum(ex.balance(a)) for a in (base, quote)}
-            summary = await run(RunConfig(
-                streams_url=handle.streams_url, ws_api_url=handle.ws_api_url,
-                signer=HmacSigner(key, secret), symbol=symbol, strategy=strat,
-                duration_s=duration, stop_when=handle.ended))
+            summary = await run(run_config(streams_url=handle.streams_url, ws_api_url=handle.ws_api_url,
+                                           rest_url=handle.rest_url, signer=HmacSigner(key, secret), symbol=symbol,
+                                           strategy=strat, stop_when=handle.ended))
+            if plan is not None:
+                summary = ms.replace(summary, faults_injected=dict(plan.injected))
             # The venue's own account of the run, to cross-check the engine's books.
             venue = {
                 "position": str(sum(ex.balance(base)) - start[base]),
@@ -156,19 +250,36 @@ def _cmd_run(args: argparse.Namespace) -> int:
         finally:
             await handle.close()
 
-    out = uvloop.run(main())
+    out = uvloop.run(main_live() if live else main_sim())
     if out is None:
         return 2
     summary, venue = out
     doc = msgspec.to_builtins(summary)
-    doc["venue"] = venue
+    if venue is not None:
+        doc["venue"] = venue
     text = msgspec.json.format(msgspec.json.encode(doc)).decode()
     print(text)
     if args.summary_json:
         Path(args.summary_json).write_text(text + "\n")
-    ok = (summary.open_orders_at_exit == 0 and summary.duplicate_client_order_ids == 0
-          and venue["open_orders"] == 0 and venue["duplicate_client_order_ids"] == 0)
-    return 0 if ok else 1
+    problems = list(summary.stop_report)
+    if summary.open_orders_at_exit != 0 and not problems:
+        problems.append(f"open orders at exit: {summary.open_orders_at_exit} (-1: the venue could not be asked)")
+    if summary.duplicate_client_order_ids:
+        problems.append(f"{summary.duplicate_client_order_ids} duplicate clientOrderIds")
+    if venue is not None:
+        if venue["open_orders"]:
+            problems.append(f"the simulator holds {venue['open_orders']} open orders")
+        if venue["duplicate_client_order_ids"]:
+            problems.append(f"the simulator received {venue['duplicate_client_order_ids']} clientOrderIds twice")
+    if summary.unhandled_exceptions:
+        print(f"mm-engine run: warning: {summary.unhandled_exceptions} unhandled exceptions (see the log)",
+              file=sys.stderr)
+    if problems:
+        print("mm-engine run: the stop was NOT clean:", file=sys.stderr)
+        for line in problems:
+            print(f"  - {line}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -196,20 +307,40 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--serve-after-end", action="store_true", help="keep serving when the market ends")
     s.set_defaults(func=_cmd_sim)
 
-    r = sub.add_parser("run", help="quote against the loopback simulator over real WebSockets and print a summary")
+    r = sub.add_parser(
+        "run", help="quote over real WebSockets (the embedded loopback simulator by default) and print a summary",
+        description="Quote the symmetric strategy, fail closed: a lost or stalled connection halts quoting and "
+                    "cancels every open order (WS API, REST as the fallback) until the venue confirms; the kill "
+                    "switch is SIGUSR1 (kill -USR1 <pid>) or creating the kill file (default <state dir>/KILL). "
+                    "Exit 0 only when the venue reports no open order at the end.")
+    r.add_argument("--config", metavar="PATH", help="TOML configuration (mm-engine.example.toml lists every key); "
+                                                    "default: the built-in defaults")
+    r.add_argument("--venue", choices=["sim", "config"], default="sim",
+                   help="sim: the embedded loopback simulator with its test keys (default); config: the venue of "
+                        "[venue] in --config, credentials from MM_API_KEY/MM_API_SECRET or paths.secrets_file")
     r.add_argument("--data", action="append", metavar="FILE",
                    help="recording to trade on (repeatable: the files of one session, in order); "
                         "default: the embedded synthetic market")
     r.add_argument("--speed", type=float, default=1.0, help="pace factor over recorded time; 0 = as fast as possible")
     r.add_argument("--duration", type=float, metavar="S",
                    help=f"seconds to quote (default: {DEFAULT_SYNTHETIC_DURATION_S:g} on the synthetic market, "
-                        "until the recording ends with --data)")
+                        "until the recording ends with --data, until Ctrl-C on a real venue)")
+    r.add_argument("--faults", metavar="NAME",
+                   help="simulator fault profile (none, drops, stalls, gaps, dupes, latency, errors, chaos)")
+    r.add_argument("--seed", type=int, default=0, help="seed of the fault plan and of the reconnect jitter")
     r.add_argument("--summary-json", metavar="PATH", help="also write the summary to this JSON file")
+    r.add_argument("--state-dir", metavar="DIR",
+                   help="folder of the restart-epoch file (clientOrderIds never repeat across runs) and of the "
+                        "default kill file; default $MM_STATE_DIR or $XDG_STATE_HOME/mm-engine "
+                        "(~/.local/state/mm-engine)")
+    r.add_argument("--kill-file", metavar="PATH",
+                   help="kill switch file (default paths.kill_file, else <state dir>/KILL): while it exists the "
+                        "run cancels everything and places no order")
     r.add_argument("--symbol", help="symbol to quote (default: the market's first)")
-    r.add_argument("--half-spread-ticks", type=int, default=5, help="quote distance from mid, ticks")
-    r.add_argument("--requote-ticks", type=int, default=2, help="mid move that triggers a re-quote, ticks")
-    r.add_argument("--qty", default="0.001", help="quote size, base currency (floored to the step size)")
-    r.add_argument("--max-position-steps", type=int, default=1000, help="absolute inventory limit, steps")
+    r.add_argument("--half-spread-ticks", type=int, help="quote distance from mid, ticks (default strategy.*)")
+    r.add_argument("--requote-ticks", type=int, help="mid move that triggers a re-quote, ticks")
+    r.add_argument("--qty", help="quote size, base currency (floored to the step size)")
+    r.add_argument("--max-position-steps", type=int, help="absolute inventory limit, steps")
     r.set_defaults(func=_cmd_run)
     return p
 

@@ -219,6 +219,13 @@ class ReconnectConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
         Consecutive failed attempts before giving up (>= 0).
     connect_timeout_ms : int
         Bound of one connection attempt (TCP + TLS + WebSocket handshake), ms (>= 1).
+    resync_timeout_ms : int
+        Bound of the book resync (fresh snapshots) after a market-stream reconnect, ms (>= 1);
+        past it the attempt counts as failed.
+    max_connection_age_ms : int
+        Replace a connection older than this by a new one (opened and synced before the
+        swap, no quoting gap), ms; the venue closes connections after 24 h (section 2).
+        0 disables the rotation.
     """
 
     initial_ms: Annotated[int, msgspec.Meta(ge=1)] = 200
@@ -227,6 +234,9 @@ class ReconnectConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
     jitter: float = 0.2
     max_attempts: Annotated[int, msgspec.Meta(ge=0)] = 5
     connect_timeout_ms: Annotated[int, msgspec.Meta(ge=1)] = 10_000
+    resync_timeout_ms: Annotated[int, msgspec.Meta(ge=1)] = 10_000
+    # 23 h: an hour ahead of the venue's 24 h limit (section 2).
+    max_connection_age_ms: Annotated[int, msgspec.Meta(ge=0)] = 82_800_000
 
     def __post_init__(self) -> None:
         if self.initial_ms > self.max_ms:
@@ -254,11 +264,18 @@ class OrdersConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
         ``recvWindow`` of signed requests, 1..60000 ms (4.4; the venue recommends <= 5000).
     client_id_prefix : str
         Instance prefix of client order ids, 1..10 letters/digits (section 5).
+    cancel_timeout_ms : int
+        Bound of one fail-closed cancel-all attempt on one route (WS API or REST), ms; the
+        attempt is repeated until the venue reports no open orders.
+    stop_timeout_ms : int
+        Bound of the graceful stop's waits (in-flight orders, cancel-all confirmation), ms.
     """
 
     response_timeout_ms: Annotated[int, msgspec.Meta(ge=1)] = 5000
     recv_window_ms: Annotated[int, msgspec.Meta(ge=1, le=60_000)] = 5000
     client_id_prefix: str = "mm"
+    cancel_timeout_ms: Annotated[int, msgspec.Meta(ge=1)] = 2000
+    stop_timeout_ms: Annotated[int, msgspec.Meta(ge=1)] = 10_000
 
     def __post_init__(self) -> None:
         if not _PREFIX_RE.match(self.client_id_prefix):
@@ -286,6 +303,32 @@ class RateLimitConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, k
                              f"got {self.backoff_initial_ms}")
 
 
+class DeadMansSwitchConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """``[dead_man_switch]``: the venue's own cancel-on-disconnect, armed as a second line.
+
+    USD-M only (``POST /fapi/v1/countdownCancelAll``, venue-protocols.md 8.1): the venue
+    cancels all open orders of the symbol when ``countdown_ms`` passes without a new
+    heartbeat. Spot has no such mechanism (8.1); there the setting is ignored.
+
+    Attributes
+    ----------
+    enabled : bool
+    countdown_ms : int
+        Countdown set by each heartbeat, ms (the venue checks about every 10 ms; do not set it tight).
+    heartbeat_ms : int
+        Period of the heartbeat, ms (< ``countdown_ms``; the docs' example: 30 s for 120 s).
+    """
+
+    enabled: bool = True
+    countdown_ms: Annotated[int, msgspec.Meta(ge=1000)] = 120_000
+    heartbeat_ms: Annotated[int, msgspec.Meta(ge=100)] = 30_000
+
+    def __post_init__(self) -> None:
+        if self.heartbeat_ms >= self.countdown_ms:
+            raise ValueError(f"heartbeat_ms: must be < dead_man_switch.countdown_ms ({self.countdown_ms}), "
+                             f"got {self.heartbeat_ms}")
+
+
 class PathsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """``[paths]``.
 
@@ -296,10 +339,14 @@ class PathsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
         them from the environment only.
     epoch_state : str
         File keeping the client-order-id restart epoch increasing across runs; ``""`` for none.
+    kill_file : str
+        Kill switch: while this file exists the engine cancels everything and places no
+        order (checked on the monitor timer); ``""`` for none.
     """
 
     secrets_file: str = ""
     epoch_state: str = ""
+    kill_file: str = ""
 
 
 class RecordingConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -346,6 +393,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     orders: OrdersConfig = OrdersConfig()
     risk: RiskLimits = RiskLimits()
     rate_limit: RateLimitConfig = RateLimitConfig()
+    dead_man_switch: DeadMansSwitchConfig = DeadMansSwitchConfig()
     paths: PathsConfig = PathsConfig()
     recording: RecordingConfig = RecordingConfig()
     logging: LoggingConfig = LoggingConfig()
@@ -510,7 +558,8 @@ def config_from_dict(raw: Any, base_dir: str | os.PathLike[str] | None = None) -
         rs = msgspec.structs.replace
         cfg = rs(cfg,
                  paths=rs(cfg.paths, secrets_file=_resolve(cfg.paths.secrets_file, base),
-                          epoch_state=_resolve(cfg.paths.epoch_state, base)),
+                          epoch_state=_resolve(cfg.paths.epoch_state, base),
+                          kill_file=_resolve(cfg.paths.kill_file, base)),
                  recording=rs(cfg.recording, dir=_resolve(cfg.recording.dir, base)))
     return cfg
 
@@ -548,6 +597,6 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     return parse_config(text, str(p), p.resolve().parent)
 
 
-__all__ = ["Config", "ConfigError", "LOG_LEVELS", "LivenessConfig", "LoggingConfig", "OrdersConfig", "PathsConfig",
+__all__ = ["Config", "ConfigError", "DeadMansSwitchConfig", "LOG_LEVELS", "LivenessConfig", "LoggingConfig", "OrdersConfig", "PathsConfig",
            "RateLimitConfig", "ReconnectConfig", "RecordingConfig", "RiskLimits", "StalenessConfig",
            "StrategyConfig", "VenueConfig", "config_from_dict", "load_config", "parse_config"]

@@ -57,7 +57,7 @@ def classify_error(exc: BaseException) -> str:
     """
     if isinstance(exc, (msgspec.ValidationError, BadLevelsError)):
         return "wrong_type"
-    if isinstance(exc, msgspec.DecodeError):
+    if isinstance(exc, (msgspec.DecodeError, UnicodeDecodeError)):
         return "malformed_json"
     if isinstance(exc, UnknownStreamError):
         return "unknown_stream"
@@ -72,7 +72,8 @@ def classify_error(exc: BaseException) -> str:
     return "bad_frame"
 
 
-DECODE_ERRORS = (msgspec.DecodeError, FrameError, DecodeError)
+# msgspec raises UnicodeDecodeError for invalid UTF-8 inside a JSON string.
+DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError, FrameError, DecodeError)
 
 
 def stream_kind(name: bytes | str) -> int:

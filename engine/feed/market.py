@@ -81,10 +81,10 @@ class MarketDataFeed:
         s = self.syncs.get(symbol)
         if s is None:
             inst = self.resolve(symbol, first)
-            lst = self.listener
 
-            def on_applied(book: OrderBook, _sym: str = symbol) -> None:
-                lst.on_book(_sym, book)
+            def on_applied(book: OrderBook, _sym: str = symbol, _feed: "MarketDataFeed" = self) -> None:
+                # The listener is looked up at call time: it may be replaced (e.g. on reconnect).
+                _feed.listener.on_book(_sym, book)
 
             s = self.syncs[symbol] = DepthSync(inst, on_applied=on_applied)
             if self.default_symbol is None:
@@ -112,7 +112,14 @@ class MarketDataFeed:
                 sync = self.syncs.get(msg.symbol)
                 if sync is None:
                     sync = self.sync_for(msg.symbol, msg)
-                if sync.on_diff(msg, source, ts_local_ns) == GAP:
+                gaps = sync.gaps
+                try:
+                    r = sync.on_diff(msg, source, ts_local_ns)
+                except d.DECODE_ERRORS:
+                    if sync.gaps != gaps:  # the bad diff also revealed a gap
+                        self._on_gap(sync)
+                    raise
+                if r == GAP:
                     self._on_gap(sync)
                 if self._early:
                     early = self._early.pop(msg.symbol, None)

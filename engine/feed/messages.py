@@ -8,14 +8,19 @@ and USD-M "Diff Book Depth Streams" (venue-protocols.md 1.2, 1.7).
 """
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
-from msgspec import Struct, field
+from msgspec import Meta, Struct, field
 
 Level = tuple[str, str]
 # Depth levels stay raw JSON (``[["price","qty"],...]``) until ext.parsers.LevelParser
 # parses them in place: no Python object per level on the hot path. Tests may pass
 # lists of (price, qty) string pairs instead; the parser takes both.
 Levels = msgspec.Raw
+# Venue sequence numbers are int64 in the book; anything outside is a decoding error.
+UpdateId = Annotated[int, Meta(ge=0, le=2**63 - 1)]
+PrevUpdateId = Annotated[int, Meta(ge=-1, le=2**63 - 1)]
 
 
 class DepthUpdate(Struct, gc=False):
@@ -26,14 +31,14 @@ class DepthUpdate(Struct, gc=False):
     """
 
     symbol: str = field(name="s")
-    first_update_id: int = field(name="U")
-    final_update_id: int = field(name="u")
+    first_update_id: UpdateId = field(name="U")
+    final_update_id: UpdateId = field(name="u")
     bids: Levels = field(name="b")
     asks: Levels = field(name="a")
     event: str = field(name="e", default="depthUpdate")
     event_time_ms: int = field(name="E", default=0)
     transaction_time_ms: int = field(name="T", default=0)
-    prev_final_update_id: int = field(name="pu", default=-1)
+    prev_final_update_id: PrevUpdateId = field(name="pu", default=-1)
 
 
 class DepthSnapshot(Struct, gc=False):
@@ -42,7 +47,7 @@ class DepthSnapshot(Struct, gc=False):
     ``symbol`` is only present on COIN-M bodies; elsewhere the caller knows it.
     """
 
-    last_update_id: int = field(name="lastUpdateId")
+    last_update_id: UpdateId = field(name="lastUpdateId")
     bids: Levels
     asks: Levels
     event_time_ms: int = field(name="E", default=0)
@@ -81,7 +86,7 @@ class AggTrade(Struct, gc=False):
 class BookTicker(Struct, gc=False):
     """``bookTicker``: best bid/offer after book update ``update_id`` (``u``)."""
 
-    update_id: int = field(name="u")
+    update_id: UpdateId = field(name="u")
     symbol: str = field(name="s")
     bid_price: str = field(name="b")
     bid_qty: str = field(name="B")

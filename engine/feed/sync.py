@@ -32,7 +32,7 @@ from typing import Callable
 import msgspec
 
 from ext.book import OrderBook
-from ext.parsers import LevelParser
+from ext.parsers import DecodeError, LevelParser
 from engine.feed.messages import DepthSnapshot, DepthUpdate
 from engine.instruments import SPOT, Instrument
 
@@ -155,8 +155,7 @@ class DepthSync:
         if self._need_bridge:
             lid = local
             if (u <= lid) if self.spot else (u < lid):
-                self.diffs_dropped_stale += 1
-                return STALE
+                return self._stale(msg)
             ok = (msg.first_update_id <= lid + 1) if self.spot else (msg.first_update_id <= lid)
             if not ok:
                 return self._gap(msg, "bridge", lid + 1 if self.spot else lid, source, ts_local_ns)
@@ -164,8 +163,7 @@ class DepthSync:
             return self._apply(msg, source, ts_local_ns)
         if self.spot:
             if u <= local:
-                self.diffs_dropped_stale += 1
-                return STALE
+                return self._stale(msg)
             U = msg.first_update_id
             if U != local + 1:
                 if U > local + 1:
@@ -174,10 +172,15 @@ class DepthSync:
         else:
             if msg.prev_final_update_id != local:
                 if u <= local:
-                    self.diffs_dropped_stale += 1
-                    return STALE
+                    return self._stale(msg)
                 return self._gap(msg, "gap", local, source, ts_local_ns)
         return self._apply(msg, source, ts_local_ns)
+
+    def _stale(self, msg: DepthUpdate) -> int:
+        # Stale diffs are rare: validate them anyway so a malformed one is counted, not hidden.
+        self.parser.validate(msg.bids, msg.asks)
+        self.diffs_dropped_stale += 1
+        return STALE
 
     def _apply(self, msg: DepthUpdate, source: str, ts_local_ns: int) -> int:
         book = self.book
@@ -197,7 +200,9 @@ class DepthSync:
                                  msg.prev_final_update_id, source, ts_local_ns)
         self.invalidate()
         if rebuffer:
-            # The diff that revealed the gap may bridge the next snapshot.
+            # The diff that revealed the gap may bridge the next snapshot: buffer it only if
+            # its levels decode (else DecodeError propagates, after the gap was recorded).
+            self.parser.validate(msg.bids, msg.asks)
             self._buffer.append((msg, source, ts_local_ns))
         return GAP
 
@@ -249,7 +254,12 @@ class DepthSync:
         pending = list(buf)
         buf.clear()
         for msg, src, ts in pending:
-            r = self.on_diff(msg, src, ts)
+            try:
+                r = self.on_diff(msg, src, ts)
+            except DecodeError:
+                # Buffered diffs were validated on entry, so this is defensive: the update
+                # is lost, which breaks the chain like a gap.
+                r = self._gap(msg, "bad_diff", self.book.last_update_id, src, ts, rebuffer=False)
             if r == GAP:
                 # Keep buffering what followed the failing diff, for the next snapshot.
                 idx = next(i for i, p in enumerate(pending) if p[0] is msg)

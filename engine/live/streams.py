@@ -13,9 +13,11 @@ order sent by the strategy in reaction can measure tick-to-order latency.
 
 Keepalive (section 2): the server pings every 20 s (spot) and drops clients
 whose pong does not echo the ping payload within a minute; this client answers
-every ping with a pong carrying the same payload. It never sends unsolicited
-messages (the spot limit is 5 incoming messages per second, pings and pongs
-included).
+every ping with a pong carrying the same payload. Its only own messages are the
+liveness pings of :class:`engine.live.liveness.Liveness` (at most one per
+``ping_interval_ms`` >= 1 s; the spot limit is 5 incoming messages per second,
+pings and pongs included), whose pongs give the round-trip time; every decoded
+frame stamps its stream kind's freshness.
 """
 from __future__ import annotations
 
@@ -68,6 +70,8 @@ class MarketStreamClient(WSListener):
         while the frame is processed, and reset to 0 afterwards.
     on_connection : callable, optional
         ``f(ConnectionEvent)`` on connect, disconnect and ``serverShutdown``.
+    liveness : Liveness, optional
+        Receives each frame's kind and arrival time, and the PONGs of our pings.
 
     Attributes
     ----------
@@ -77,12 +81,14 @@ class MarketStreamClient(WSListener):
     """
 
     def __init__(self, url: str, feed: Any, ctx: Any = None,
-                 on_connection: Callable[[ConnectionEvent], None] | None = None) -> None:
+                 on_connection: Callable[[ConnectionEvent], None] | None = None, liveness: Any = None) -> None:
         super().__init__()
         self.url = url
         self.feed = feed
         self.ctx = ctx
         self.on_connection = on_connection
+        self.liveness = liveness
+        self.pongs = 0
         self.transport: WSTransport | None = None
         self.connected = False
         self.closing = False
@@ -124,6 +130,23 @@ class MarketStreamClient(WSListener):
             except asyncio.TimeoutError:
                 tr.disconnect(graceful=False)
 
+    def abort(self) -> None:
+        """Drop the connection now, without a close handshake (dead or stalled peer)."""
+        tr = self.transport
+        if tr is not None and self.connected:
+            try:
+                tr.disconnect(graceful=False)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+
+    def send_ping(self, payload: bytes) -> bool:
+        """Send a PING frame with ``payload`` (our liveness probe); False if not connected."""
+        tr = self.transport
+        if tr is None or not self.connected:
+            return False
+        tr.send_ping(payload)
+        return True
+
     # -- picows callbacks -----------------------------------------------------------------------
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
@@ -155,7 +178,11 @@ class MarketStreamClient(WSListener):
             if ctx is not None:
                 ctx.trigger_rx_ns = t_rx
             try:
-                if self.feed.on_frame(data, time.time_ns(), "ws") < 0 and _SHUTDOWN_MARK in data:
+                kind = self.feed.on_frame(data, time.time_ns(), "ws")
+                if kind >= 0:
+                    if self.liveness is not None:
+                        self.liveness.on_data(kind, t_rx)
+                elif _SHUTDOWN_MARK in data:
                     # Undecodable for the feed, but the venue announced it will close (section 2).
                     self.server_shutdown = True
                     self._event(SHUTDOWN, "serverShutdown")
@@ -170,6 +197,10 @@ class MarketStreamClient(WSListener):
             # Pong must echo the ping's payload (section 2).
             transport.send_pong(frame.get_payload_as_bytes())
             self.pings_answered += 1
+        elif t == WSMsgType.PONG:
+            self.pongs += 1
+            if self.liveness is not None:
+                self.liveness.on_pong(frame.get_payload_as_bytes(), t_rx)
         elif t == WSMsgType.CLOSE:
             self.close_code = frame.get_close_code()
             if not transport.is_close_frame_sent:
@@ -181,6 +212,7 @@ class MarketStreamClient(WSListener):
             try:
                 self.on_connection(ConnectionEvent("streams", state, "", detail, time.monotonic_ns()))
             except Exception:
+                self.handler_errors += 1
                 log.exception("connection callback failed")
 
 

@@ -37,6 +37,18 @@ the order on the tracker's in-doubt list. A response that arrives after its
 request expired is still applied (``late_responses``): it is the venue's word.
 An order resent with the same client order id is a new *attempt*; responses to an
 older attempt cannot reject the newer one.
+
+Rate limits (section 6): with a :class:`~engine.ratelimit.RateLimiter`, every
+request first takes its cost (:func:`~engine.ratelimit.request_cost`; cancels are
+*priority* requests that may use the safety margin) and is refused locally with
+:class:`RateLimited` when it does not fit or while the venue's back-off runs;
+every response's ``rateLimits`` and error (status 429 / 418, ``-1003`` /
+``-1015``, ``error.data.retryAfter``) goes back to the limiter
+(:meth:`~engine.ratelimit.RateLimiter.on_ws_response`). A 418 (IP banned) also
+calls ``on_ban``: the runner halts trading.
+
+Liveness: PONG frames are matched against our own pings
+(:class:`engine.live.liveness.Liveness`, :meth:`WsApiClient.send_ping`).
 """
 from __future__ import annotations
 
@@ -54,6 +66,7 @@ from engine.feed.messages import DepthSnapshot
 from engine.instruments import Instrument, decimals_of
 from engine.orders.signing import ED25519, Signer
 from engine.orders.tracker import ExecutionReport, OrderTracker
+from engine.ratelimit import PRIORITY_METHODS, request_cost
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +82,8 @@ _HEADER_ROOM = 14
 _SNAPSHOT_RETRY_S = 0.5
 # Expired requests remembered so that their late responses are still applied.
 _KEEP_LATE = 65536
+# A result that could not be decoded (e.g. invalid UTF-8): the tracker reads it as no answer.
+_UNREADABLE = object()
 
 
 class WsApiError(Exception):
@@ -90,9 +105,19 @@ class WsApiError(Exception):
         self.msg = msg
 
 
+class RateLimited(WsApiError):
+    """A request refused locally by the rate limiter (never sent); ``wait_ns`` until it may fit."""
+
+    def __init__(self, method: str, wait_ns: int) -> None:
+        super().__init__(429, 0, f"{method} held back by the local rate limiter for {wait_ns // 1_000_000} ms")
+        self.wait_ns = wait_ns
+
+
 class _Error(msgspec.Struct, gc=False):
     code: int = 0
     msg: str = ""
+    # retryAfter / serverTime (3.2), or cancelReplace's legs: any JSON, never a decode failure.
+    data: Any = None
 
 
 class _Incoming(msgspec.Struct, gc=False):
@@ -104,6 +129,7 @@ class _Incoming(msgspec.Struct, gc=False):
     error: _Error | None = None
     subscriptionId: int | None = None
     event: msgspec.Raw = msgspec.Raw()
+    rateLimits: msgspec.Raw = msgspec.Raw()
 
 
 class _EventProbe(msgspec.Struct, gc=False):
@@ -164,14 +190,24 @@ class WsApiClient(WSListener):
     request_timeout_s : float
         An order request unanswered for this long is expired by :meth:`expire`: the
         order becomes UNKNOWN (place) or in doubt (cancel), never failed.
+    limiter : RateLimiter, optional
+        Shared rate limiter (section 6); None sends without limiting.
+    on_ban : callable, optional
+        ``f(detail)`` on a 418 response (IP banned, 6.1).
+    liveness : Liveness, optional
+        Matches PONG frames to our pings (:mod:`engine.live.liveness`).
     """
 
     def __init__(self, url: str, signer: Signer, tracker: OrderTracker, instruments: Mapping[str, Instrument],
                  feed: Any = None, recv_window_ms: int | None = None,
                  on_connection: Callable[[ConnectionEvent], None] | None = None,
-                 request_timeout_s: float = 5.0) -> None:
+                 request_timeout_s: float = 5.0, limiter: Any = None,
+                 on_ban: Callable[[str], None] | None = None, liveness: Any = None) -> None:
         super().__init__()
         self.url = url
+        self.limiter = limiter
+        self.on_ban = on_ban
+        self.liveness = liveness
         self.signer = signer
         self.tracker = tracker
         self.feed = feed
@@ -191,7 +227,7 @@ class WsApiClient(WSListener):
         self._pending: dict[int, tuple[int, Any]] = {}
         self._sent_ns: dict[int, int] = {}
         self._late: dict[int, tuple[int, Any]] = {}
-        self._snapshots_in_flight: set[str] = set()
+        self._snapshots_in_flight: set[tuple[int, str]] = set()
         self._buf = bytearray(_HEADER_ROOM)
         self._enc = msgspec.json.Encoder()
         self._dec = msgspec.json.Decoder(_Incoming)
@@ -211,6 +247,8 @@ class WsApiClient(WSListener):
         self.pings_answered = 0
         self.handler_errors = 0
         self.unmatched_responses = 0
+        # 200 answers whose result could not be decoded (see also tracker.bad_responses).
+        self.bad_responses = 0
         self.errors_by_code: dict[int, int] = {}
         self.snapshots_requested = 0
         self.snapshots_received = 0
@@ -218,6 +256,9 @@ class WsApiClient(WSListener):
         self.expired_requests = 0
         self.late_responses = 0
         self.connects = 0
+        self.rate_limited_local = 0
+        self.bans = 0
+        self.pongs = 0
 
     def __repr__(self) -> str:
         return (f"WsApiClient({self.url}, signer={self.signer!r}, connected={self.connected}, "
@@ -273,6 +314,23 @@ class WsApiClient(WSListener):
             except asyncio.TimeoutError:
                 tr.disconnect(graceful=False)
 
+    def abort(self) -> None:
+        """Drop the connection now, without a close handshake (dead or stalled peer)."""
+        tr = self.transport
+        if tr is not None and self.connected:
+            try:
+                tr.disconnect(graceful=False)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+
+    def send_ping(self, payload: bytes) -> bool:
+        """Send a PING frame with ``payload`` (our liveness probe); False if not connected."""
+        tr = self.transport
+        if tr is None or not self.connected:
+            return False
+        tr.send_ping(payload)
+        return True
+
     # -- picows callbacks -------------------------------------------------------------------------
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
@@ -324,6 +382,10 @@ class WsApiClient(WSListener):
             # The venue requires the pong to echo the ping's payload (section 2, 3.1).
             transport.send_pong(frame.get_payload_as_bytes())
             self.pings_answered += 1
+        elif t == WSMsgType.PONG:
+            self.pongs += 1
+            if self.liveness is not None:
+                self.liveness.on_pong(frame.get_payload_as_bytes())
         elif t == WSMsgType.CLOSE:
             if not transport.is_close_frame_sent:
                 transport.send_close(frame.get_close_code(), frame.get_close_message())
@@ -334,6 +396,7 @@ class WsApiClient(WSListener):
             try:
                 self.on_connection(ConnectionEvent("ws-api", state, "", detail, time.monotonic_ns()))
             except Exception:
+                self.handler_errors += 1
                 log.exception("connection callback failed")
 
     # -- incoming ---------------------------------------------------------------------------------
@@ -350,6 +413,8 @@ class WsApiClient(WSListener):
             entry = self._late.pop(rid, None)
             if entry is not None:
                 self.late_responses += 1
+        if self.limiter is not None or msg.status == 418:
+            self._rate_feedback(msg)
         if entry is None:
             self.unmatched_responses += 1
             if msg.error is not None:
@@ -367,23 +432,24 @@ class WsApiClient(WSListener):
         if not ok:
             err = msg.error or _Error(0, "")
             self._count_error(err.code)
+        # Order path: the tracker checks the result's shape before changing anything and
+        # treats an unreadable one as no answer (place UNKNOWN, cancel in doubt).
         if kind == _PLACE:
             if sent:
                 self.order_rtt_ns.append(time.monotonic_ns() - sent)
             cid, attempt = ctx
             if ok:
-                self.tracker.on_place_ack(cid, msgspec.json.decode(msg.result) if len(msg.result) else {})
+                self.tracker.on_place_ack(cid, self._result(msg, {}), attempt)
             else:
                 self.tracker.on_place_error(cid, msg.status, err.code, err.msg, attempt)
         elif kind == _CANCEL:
             if ok:
-                self.tracker.on_cancel_ack(ctx, msgspec.json.decode(msg.result) if len(msg.result) else None)
+                self.tracker.on_cancel_ack(ctx, self._result(msg, None))
             else:
                 self.tracker.on_cancel_error(ctx, msg.status, err.code, err.msg)
         elif kind == _CANCEL_ALL:
             if ok:
-                res = msgspec.json.decode(msg.result) if len(msg.result) else []
-                self.tracker.on_cancel_all_ack(ctx, res if isinstance(res, list) else [])
+                self.tracker.on_cancel_all_ack(ctx, self._result(msg, []))
             else:
                 self.tracker.on_cancel_all_error(ctx, msg.status, err.code, err.msg)
         elif kind == _SNAPSHOT:
@@ -397,8 +463,52 @@ class WsApiClient(WSListener):
             else:
                 fut.set_exception(WsApiError(msg.status, err.code, err.msg))
 
+    def _result(self, msg: _Incoming, absent: Any) -> Any:
+        # The decoded result of a 200 answer; ``absent`` if there is none, _UNREADABLE if it
+        # cannot be decoded (counted in ``bad_responses``).
+        if not len(msg.result):
+            return absent
+        try:
+            return msgspec.json.decode(msg.result)
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            self.bad_responses += 1
+            return _UNREADABLE
+
     def _count_error(self, code: int) -> None:
         self.errors_by_code[code] = self.errors_by_code.get(code, 0) + 1
+
+    def _rate_feedback(self, msg: _Incoming) -> None:
+        # Every response: the venue's counts, then its verdict (6.1, 6.2).
+        err = msg.error
+        lim = self.limiter
+        if lim is not None:
+            try:
+                data = err.data if err is not None and isinstance(err.data, dict) else None
+                lim.on_ws_response(msg.status, bytes(msg.rateLimits) if len(msg.rateLimits) else None,
+                                   err.code if err is not None else None, data)
+            except Exception:  # noqa: BLE001 - a malformed rateLimits must not drop the response
+                self.handler_errors += 1
+                log.exception("rate-limit feedback failed")
+        if msg.status == 418:
+            self.bans += 1
+            if self.on_ban is not None:
+                self.on_ban(f"418 from the WS API: {err.code if err else ''} {err.msg if err else ''}")
+
+    def _acquire(self, method: str, params: Mapping[str, Any] | None) -> None:
+        # Take the request's cost from the shared budget, or refuse it locally (never sent).
+        lim = self.limiter
+        if lim is None:
+            return
+        cost = request_cost(method, params)
+        priority = method in PRIORITY_METHODS
+        if lim.try_acquire(cost.weight, cost.orders, priority=priority):
+            return
+        self.rate_limited_local += 1
+        try:
+            wait = lim.wait_time_ns(cost.weight, cost.orders, priority=priority)
+        except Exception:  # noqa: BLE001 - never fits: report a long wait
+            wait = 60_000_000_000
+        raise RateLimited(method, wait)
 
     def _on_user_event(self, raw: msgspec.Raw, subscription_id: int | None) -> None:
         b = bytes(raw)
@@ -419,20 +529,29 @@ class WsApiClient(WSListener):
                 self._event(DISCONNECTED, "eventStreamTerminated")
         # outboundAccountPosition, balanceUpdate, ...: balances are not tracked here.
 
-    def _on_snapshot(self, symbol: str, msg: _Incoming, ok: bool) -> None:
-        self._snapshots_in_flight.discard(symbol)
+    def _on_snapshot(self, ctx: tuple[str, Any], msg: _Incoming, ok: bool) -> None:
+        symbol, feed = ctx
+        self._snapshots_in_flight.discard((id(feed), symbol))
         if not ok or not len(msg.result):
             log.warning("depth snapshot for %s failed: %s", symbol, msg.error)
-            if self.feed is not None and self.connected:
+            if feed is not None and self.connected:
                 # Ask again through the feed's normal path, after a pause so a failing
                 # venue is not hammered (depth costs 5..250 weight, 1.3).
-                asyncio.get_running_loop().call_later(_SNAPSHOT_RETRY_S, self.feed.listener.on_snapshot_needed,
-                                                      symbol)
+                self._retry_snapshot(feed, symbol, _SNAPSHOT_RETRY_S)
             return
         self.snapshots_received += 1
         snap = self._dec_snap.decode(msg.result)
-        if self.feed is not None:
-            self.feed.on_snapshot(symbol, snap, "ws-api", time.time_ns())
+        if feed is not None:
+            feed.on_snapshot(symbol, snap, "ws-api", time.time_ns())
+
+    def _retry_snapshot(self, feed: Any, symbol: str, delay_s: float) -> None:
+        def again() -> None:
+            try:
+                feed.listener.on_snapshot_needed(symbol)
+            except Exception:  # noqa: BLE001
+                self.handler_errors += 1
+                log.exception("snapshot retry failed")
+        asyncio.get_running_loop().call_later(delay_s, again)
 
     # -- outgoing ---------------------------------------------------------------------------------
     def _write(self, rid: int, method: str, params: dict[str, Any] | None) -> int:
@@ -468,7 +587,13 @@ class WsApiClient(WSListener):
         """Send one request; return a future of its decoded ``result`` (raises :class:`WsApiError`).
 
         ``params`` are sent as given: call :meth:`signed_params` first for SIGNED methods.
+        Raises :class:`RateLimited` (before sending) when the rate limiter refuses it.
         """
+        self._acquire(method, params)
+        return self._request_acquired(method, params)
+
+    def _request_acquired(self, method: str, params: dict[str, Any] | None) -> asyncio.Future:
+        # The request's cost was already taken from the rate limiter.
         fut = asyncio.get_running_loop().create_future()
         rid = self._new_id()
         self._pending[rid] = (_FUTURE, fut)
@@ -500,34 +625,57 @@ class WsApiClient(WSListener):
         """Return ``openOrders.status`` for ``symbol`` (SIGNED, weight 6)."""
         return await self.call_signed("openOrders.status", {"symbol": symbol}, timeout)
 
-    async def cancel_all(self, symbol: str, timeout: float = 10.0) -> list[dict]:
-        """Send ``openOrders.cancelAll`` and await it; the tracker is updated. [] if nothing was open (-2011)."""
-        self.tracker.on_cancel_all_sent(symbol)
+    async def cancel_all(self, symbol: str, timeout: float = 10.0, include_unknown: bool = True) -> list[dict]:
+        """Send ``openOrders.cancelAll`` and await it; the tracker is updated. [] if nothing was open (-2011).
+
+        ``include_unknown`` False leaves orders in doubt wanted (see
+        :meth:`~engine.orders.tracker.OrderTracker.on_cancel_all_sent`).
+        """
+        params = self.signed_params({"symbol": symbol})
+        # Refused locally before anything is marked (the caller retries).
+        self._acquire("openOrders.cancelAll", params)
+        self.tracker.on_cancel_all_sent(symbol, include_unknown)
         try:
-            res = await self.call_signed("openOrders.cancelAll", {"symbol": symbol}, timeout)
+            res = await asyncio.wait_for(self._request_acquired("openOrders.cancelAll", params), timeout)
         except WsApiError as e:
             self.tracker.on_cancel_all_error(symbol, e.status, e.code, e.msg)
             if e.code == -2011:
                 return []
             raise
-        self.tracker.on_cancel_all_ack(symbol, res if isinstance(res, list) else [])
+        except (asyncio.TimeoutError, ConnectionError):
+            # No answer: every open order of the symbol is in doubt until confirmed.
+            self.tracker.on_cancel_all_timeout(symbol)
+            raise
+        self.tracker.on_cancel_all_ack(symbol, res if res is not None else [])
         return res
 
-    def request_snapshot(self, symbol: str, limit: int = 1000) -> bool:
+    def request_snapshot(self, symbol: str, limit: int = 1000, feed: Any = None) -> bool:
         """Request a depth snapshot for ``symbol`` without waiting; the result goes to ``feed.on_snapshot``.
 
-        Returns False if one is already in flight or the connection is down.
+        ``feed`` defaults to :attr:`feed` (a new connection's feed is passed explicitly while
+        it syncs beside the current one). Returns False if one is already in flight for that
+        feed, the connection is down, or the rate limiter refused it (a retry is then
+        scheduled after the limiter's wait: snapshot re-fetches draw on the same budget).
         """
-        if symbol in self._snapshots_in_flight or not self.connected:
+        feed = self.feed if feed is None else feed
+        key = (id(feed), symbol)
+        if key in self._snapshots_in_flight or not self.connected:
+            return False
+        params = {"symbol": symbol, "limit": limit}
+        try:
+            self._acquire("depth", params)
+        except RateLimited as e:
+            if feed is not None:
+                self._retry_snapshot(feed, symbol, max(e.wait_ns / 1e9, _SNAPSHOT_RETRY_S))
             return False
         rid = self._new_id()
-        self._pending[rid] = (_SNAPSHOT, symbol)
+        self._pending[rid] = (_SNAPSHOT, (symbol, feed))
         try:
-            self._write(rid, "depth", {"symbol": symbol, "limit": limit})
+            self._write(rid, "depth", params)
         except Exception:
             self._pending.pop(rid, None)
             return False
-        self._snapshots_in_flight.add(symbol)
+        self._snapshots_in_flight.add(key)
         self.snapshots_requested += 1
         return True
 
@@ -568,7 +716,7 @@ class WsApiClient(WSListener):
             elif kind == _CANCEL_ALL:
                 self.tracker.on_cancel_all_timeout(ctx)
             elif kind == _SNAPSHOT:
-                self._snapshots_in_flight.discard(ctx)
+                self._snapshots_in_flight.discard((id(ctx[1]), ctx[0]))
                 continue
             self._late[rid] = entry
             if len(self._late) > _KEEP_LATE:
@@ -600,6 +748,7 @@ class WsApiClient(WSListener):
         params["quantity"] = f.qty(qty_steps)
         params["newClientOrderId"] = client_order_id
         params["newOrderRespType"] = "ACK"
+        self._acquire("order.place", None)
         rid = self._new_id()
         o = self.tracker.get(client_order_id)
         self._pending[rid] = (_PLACE, (client_order_id, o.resends if o is not None else 0))
@@ -637,6 +786,7 @@ class WsApiClient(WSListener):
 
     def send_cancel(self, client_order_id: str, symbol: str, trigger_rx_ns: int) -> None:
         """Write ``order.cancel`` by ``origClientOrderId`` (the venue assigns the cancel's own id, section 5)."""
+        self._acquire("order.cancel", None)
         rid = self._new_id()
         self._pending[rid] = (_CANCEL, client_order_id)
         try:
@@ -650,6 +800,7 @@ class WsApiClient(WSListener):
 
     def send_cancel_all(self, symbol: str) -> None:
         """Write ``openOrders.cancelAll`` for ``symbol``."""
+        self._acquire("openOrders.cancelAll", None)
         rid = self._new_id()
         self._pending[rid] = (_CANCEL_ALL, symbol)
         try:
@@ -659,4 +810,4 @@ class WsApiClient(WSListener):
             raise
 
 
-__all__ = ["OrderFormatter", "WsApiClient", "WsApiError", "format_scaled"]
+__all__ = ["OrderFormatter", "RateLimited", "WsApiClient", "WsApiError", "format_scaled"]

@@ -69,6 +69,8 @@ CANCEL = "cancel"
 LEAVE = "leave"
 # Back-off before re-asking after a failed query (timeout, connection, other error), ms.
 _RETRY_MS = 200
+# Pause before looking again at an order whose resend was postponed (engine halted), ms.
+_POSTPONE_MS = 1000
 
 
 def wall_clock_ms() -> int:
@@ -234,15 +236,18 @@ class OrderResolver:
     query_timeout_s : float
     clock_ms : callable
         Wall clock, ms (the clock of the request timestamps).
+    may_resend : callable, optional
+        ``f() -> bool``; False postpones a resend (the engine is halted: no order may
+        leave), the order stays in doubt and is looked at again later.
 
     Attributes
     ----------
-    queries, found, not_found, waited_window, resent, abandoned, errors, dropped : int
+    queries, found, not_found, waited_window, resent, abandoned, errors, dropped, postponed : int
     """
 
     def __init__(self, tracker: Any, api: Any, *, recv_window_ms: int = 5000, margin_ms: int = 1000,
                  resend: bool = True, max_resends: int = 1, max_in_flight: int = 16, query_timeout_s: float = 5.0,
-                 clock_ms: Callable[[], int] = wall_clock_ms) -> None:
+                 clock_ms: Callable[[], int] = wall_clock_ms, may_resend: Callable[[], bool] | None = None) -> None:
         self.tracker = tracker
         self.api = api
         self.recv_window_ms = recv_window_ms
@@ -252,6 +257,8 @@ class OrderResolver:
         self.max_in_flight = max_in_flight
         self.query_timeout_s = query_timeout_s
         self.clock_ms = clock_ms
+        self.may_resend = may_resend
+        self.postponed = 0
         self.in_flight = 0
         self._tasks: set[asyncio.Task] = set()
         self.queries = 0
@@ -346,6 +353,10 @@ class OrderResolver:
         if o.cancel_wanted or not self.resend or o.resends >= self.max_resends:
             self.abandoned += 1
             self.tracker.abandon(o.client_order_id, "not on the venue after its recvWindow (abandoned)")
+            return
+        if self.may_resend is not None and not self.may_resend():
+            self.postponed += 1
+            o.next_check_ms = self.clock_ms() + _POSTPONE_MS
             return
         if self.api.resend_place(o.client_order_id):
             self.resent += 1

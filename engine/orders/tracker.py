@@ -57,6 +57,7 @@ Counters: ``orders_sent``, ``orders_acked``, ``orders_rejected`` (+
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import Counter
 from decimal import Decimal
@@ -252,6 +253,22 @@ def split_symbol(symbol: str, quotes: Iterable[str] = ("FDUSD", "USDT", "USDC", 
     raise ValueError(f"cannot split {symbol!r} into base and quote asset")
 
 
+# A venue amount as Binance writes it: plain ASCII decimal, no sign, no exponent, bounded
+# (< 10**20, at most 20 decimals). Anything else is unreadable (never NaN / Infinity / 1e400).
+_AMOUNT = re.compile(r"[0-9]{1,20}(?:\.[0-9]{1,20})?", re.ASCII)
+
+
+def parse_amount(v: Any) -> Decimal | None:
+    """A venue amount string as an exact, finite, non-negative Decimal; None if unreadable."""
+    if type(v) is not str or _AMOUNT.fullmatch(v) is None:
+        return None
+    return Decimal(v)
+
+
+def _is_int(v: Any) -> bool:
+    return type(v) is int
+
+
 def _dec(v: Any) -> Decimal:
     # A venue decimal string (or number) as an exact Decimal; "" / None as 0.
     if v is None or v == "":
@@ -327,6 +344,9 @@ class OrderTracker:
         self.reports = 0
         self.unknown_reports = 0
         self.off_grid_fills = 0
+        # Answers / reports with a result or amount of an unexpected shape (nothing applied).
+        self.bad_responses = 0
+        self.bad_reports = 0
 
     def __repr__(self) -> str:
         return (f"OrderTracker(open={len(self._open)}, in_doubt={len(self._in_doubt)}, sent={self.orders_sent}, "
@@ -487,11 +507,18 @@ class OrderTracker:
             o.cancel_wanted = True
             o.cancel_pending = True
 
-    def on_cancel_all_sent(self, symbol: str) -> None:
-        """Record an ``openOrders.cancelAll`` written for ``symbol``."""
+    def on_cancel_all_sent(self, symbol: str, include_unknown: bool = True) -> None:
+        """Record an ``openOrders.cancelAll`` (WS API or REST) written for ``symbol``.
+
+        With ``include_unknown`` False (the engine's fail-closed cancel-all after a
+        disconnect) orders in doubt are not marked unwanted: the cancel-all removes
+        them from the venue if they are there, and if they never reached it the
+        resolver may still send them again with the same id once the venue's window
+        has passed (:mod:`engine.orders.reconcile`), as before the disconnect.
+        """
         self.cancel_all_sent += 1
         for o in self._open.values():
-            if o.symbol == symbol:
+            if o.symbol == symbol and (include_unknown or o.state != st.UNKNOWN):
                 o.cancel_pending = True
                 o.cancel_wanted = True
 
@@ -552,21 +579,28 @@ class OrderTracker:
         return n
 
     # -- WS API responses --------------------------------------------------------------------------
-    def on_place_ack(self, client_order_id: str, result: Mapping[str, Any]) -> None:
-        """Handle a 200 response to ``order.place`` (ACK, RESULT or FULL body, 3.5)."""
+    def on_place_ack(self, client_order_id: str, result: Any, attempt: int | None = None) -> None:
+        """Handle a 200 response to ``order.place`` (ACK, RESULT or FULL body, 3.5).
+
+        The body is read completely before anything changes; a body of an unexpected
+        shape is no answer (``bad_responses``): the order becomes UNKNOWN, as on a
+        timeout (``attempt`` as in :meth:`on_place_unknown`).
+        """
         o = self.get(client_order_id)
         if o is None:
             self.unknown_reports += 1
             return
+        ack = _read_place_ack(result)
+        if ack is None:
+            self.bad_responses += 1
+            self.on_place_unknown(client_order_id, "unreadable order.place response", attempt)
+            return
+        order_id, transact_ms, x, fills = ack
         now = time.monotonic_ns()
-        self._ack(o, int(result.get("orderId", -1)))
-        fills = result.get("fills")
-        if fills:
-            for f in fills:
-                self._apply_trade(o, int(f["tradeId"]), f["price"], f["qty"], None, f.get("commission", "0"),
-                                  f.get("commissionAsset") or "", False, int(result.get("transactTime", 0)), now)
-        x = result.get("status")
-        self._advance(o, st.code_of(x) if isinstance(x, str) else st.NEW, now)
+        self._ack(o, order_id)
+        for trade_id, price, qty, commission, asset in fills:
+            self._apply_trade(o, trade_id, price, qty, None, commission, asset, False, transact_ms, now)
+        self._advance(o, st.code_of(x) if x is not None else st.NEW, now)
 
     def on_place_error(self, client_order_id: str, status: int, code: int, msg: str,
                        attempt: int | None = None) -> str:
@@ -611,9 +645,14 @@ class OrderTracker:
         if o is None:
             self.unknown_reports += 1
             return
+        if result is not None and not (isinstance(result, Mapping) and _is_int(result.get("orderId", -1))):
+            # Unreadable: no answer. The cancel is still pending; its outcome is confirmed by query.
+            self.bad_responses += 1
+            self.mark_need_query(o)
+            return
         o.cancel_pending = False
         if result is not None and "orderId" in result:
-            self._ack(o, int(result["orderId"]))
+            self._ack(o, result["orderId"])
         self._advance(o, st.CANCELED, time.monotonic_ns())
 
     def on_cancel_error(self, client_order_id: str, status: int, code: int, msg: str) -> None:
@@ -636,20 +675,30 @@ class OrderTracker:
                 self.mark_need_query(o)
 
     def on_cancel_all_ack(self, symbol: str, results: Iterable[Mapping[str, Any]]) -> None:
-        """Handle a 200 response to ``openOrders.cancelAll``: each report names ``origClientOrderId``."""
+        """Handle a 200 response to ``openOrders.cancelAll``: each report names ``origClientOrderId``.
+
+        A result of an unexpected shape (not a list of reports) is no answer
+        (``bad_responses``): the symbol's open orders are confirmed by query.
+        """
+        if not _cancel_reports_ok(results):
+            self.bad_responses += 1
+            for o in list(self._open.values()):
+                if o.symbol == symbol:
+                    self.mark_need_query(o)
+            return
         now = time.monotonic_ns()
         for r in results:
             cid = r.get("origClientOrderId") or r.get("clientOrderId")
             o = self.get(cid) if cid else None
             if o is None and "orderId" in r:
-                c2 = self._by_order_id.get((symbol, int(r["orderId"])))
+                c2 = self._by_order_id.get((symbol, r["orderId"]))
                 o = self.get(c2) if c2 else None
             if o is None:
                 self.unknown_reports += 1
                 continue
             o.cancel_pending = False
             if "orderId" in r:
-                self._ack(o, int(r["orderId"]))
+                self._ack(o, r["orderId"])
             self._advance(o, st.CANCELED, now)
         for o in list(self._open.values()):
             if o.symbol == symbol:
@@ -783,8 +832,22 @@ class OrderTracker:
 
     # -- user data stream ----------------------------------------------------------------------------
     def on_execution_report(self, er: ExecutionReport) -> None:
-        """Apply one executionReport (idempotent; any order of arrival)."""
+        """Apply one executionReport (idempotent; any order of arrival).
+
+        Its amounts are read first: a report with an unreadable, non-finite or
+        out-of-range amount is counted (``bad_reports``) and changes nothing.
+        """
         self.reports += 1
+        last_qty, last_price = parse_amount(er.last_qty), parse_amount(er.last_price)
+        commission = parse_amount(er.commission or "0")
+        z = parse_amount(er.cum_qty) if er.cum_qty else None
+        if (last_qty is None or last_price is None or commission is None or (er.cum_qty and z is None)
+                or parse_amount(er.qty) is None or parse_amount(er.price) is None):
+            self.bad_reports += 1
+            log.warning("unreadable executionReport amounts for %s: l=%r z=%r L=%r n=%r q=%r p=%r",
+                        er.client_order_id, er.last_qty, er.cum_qty, er.last_price, er.commission, er.qty,
+                        er.price)
+            return
         now = time.monotonic_ns()
         o = None
         if er.orig_client_order_id:
@@ -800,14 +863,13 @@ class OrderTracker:
             if er.exec_type == "TRADE" and er.trade_id >= 0:
                 # Not ours in this run (e.g. left over from a previous one): the account
                 # position still changed.
-                self._foreign_fill(er, now)
+                self._foreign_fill(er, last_price, last_qty, commission)
             return
         self._ack(o, er.order_id)
-        z = _dec(er.cum_qty) if er.cum_qty else None
         if z is not None and z > o.max_z:
             o.max_z = z
         if er.exec_type == "TRADE" and er.trade_id >= 0:
-            self._apply_trade(o, er.trade_id, er.last_price, er.last_qty, z, er.commission,
+            self._apply_trade(o, er.trade_id, last_price, last_qty, z, commission,
                               er.commission_asset or "", er.is_maker, er.transaction_time_ms, now)
         code = st.code_of(er.status)
         if code == st.REJECTED and o.state not in st.TERMINAL:
@@ -931,11 +993,11 @@ class OrderTracker:
         o.filled_steps = int(o.filled_qty // inst.step_size) if inst is not None else 0
         o.updated_ns = now
 
-    def _apply_trade(self, o: TrackedOrder, trade_id: int, price_s: str, qty_s: str, z: Decimal | None,
-                     commission_s: str, asset: str, is_maker: bool, ts_exchange_ms: int, now: int) -> None:
+    def _apply_trade(self, o: TrackedOrder, trade_id: int, price: Decimal, qty: Decimal, z: Decimal | None,
+                     commission: Decimal, asset: str, is_maker: bool, ts_exchange_ms: int, now: int) -> None:
+        # Amounts already read and checked (parse_amount).
         if not self._new_trade(o.symbol, trade_id):
             return
-        price, qty, commission = Decimal(price_s), Decimal(qty_s), Decimal(commission_s or "0")
         if z is None:
             # FULL response fills: the order's first executions, in order.
             z = o.filled_qty + qty
@@ -1001,15 +1063,53 @@ class OrderTracker:
         elif o.state in (st.PENDING_NEW, st.UNKNOWN, st.NEW):
             self._advance(o, st.PARTIALLY_FILLED, now)
 
-    def _foreign_fill(self, er: ExecutionReport, now: int) -> None:
+    def _foreign_fill(self, er: ExecutionReport, price: Decimal, qty: Decimal, commission: Decimal) -> None:
         if not self._new_trade(er.symbol, er.trade_id):
             return
         side = BUY if er.side == BUY else SELL
-        qty = Decimal(er.last_qty)
-        self._book(er.symbol, side, qty, Decimal(er.last_price) * qty, Decimal(er.commission or "0"),
-                   er.commission_asset or "")
+        self._book(er.symbol, side, qty, price * qty, commission, er.commission_asset or "")
         self.foreign_fills += 1
 
 
+def _read_place_ack(result: Any) -> tuple[int, int, str | None, list] | None:
+    # An order.place body (3.5) as (orderId or -1, transactTime, status or None, fills as
+    # (tradeId, price, qty, commission, asset)); None if any part has an unexpected shape.
+    if not isinstance(result, Mapping):
+        return None
+    order_id, transact_ms, x = result.get("orderId", -1), result.get("transactTime", 0), result.get("status")
+    if not (_is_int(order_id) and _is_int(transact_ms) and (x is None or isinstance(x, str))):
+        return None
+    raw = result.get("fills")
+    if raw is None:
+        raw = []
+    if not isinstance(raw, list):
+        return None
+    fills = []
+    for f in raw:
+        if not isinstance(f, Mapping):
+            return None
+        trade_id, asset = f.get("tradeId"), f.get("commissionAsset")
+        price, qty, commission = parse_amount(f.get("price")), parse_amount(f.get("qty")), \
+            parse_amount(f.get("commission", "0"))
+        if (not _is_int(trade_id) or price is None or qty is None or commission is None
+                or not (asset is None or isinstance(asset, str))):
+            return None
+        fills.append((trade_id, price, qty, commission, asset or ""))
+    return order_id, transact_ms, x, fills
+
+
+def _cancel_reports_ok(results: Any) -> bool:
+    # An openOrders.cancelAll result: a list of objects whose ids have the venue's types.
+    if not isinstance(results, (list, tuple)):
+        return False
+    for r in results:
+        if not isinstance(r, Mapping) or not _is_int(r.get("orderId", -1)):
+            return False
+        for k in ("origClientOrderId", "clientOrderId"):
+            if not (r.get(k) is None or isinstance(r.get(k), str)):
+                return False
+    return True
+
+
 __all__ = ["DEFAULT_RING_CAPACITY", "DUPLICATE_ORDER_MSG", "DuplicateClientOrderId", "ExecutionReport",
-           "OrderListener", "OrderTracker", "Position", "TrackedOrder", "split_symbol"]
+           "OrderListener", "OrderTracker", "Position", "TrackedOrder", "parse_amount", "split_symbol"]

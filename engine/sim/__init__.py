@@ -34,6 +34,8 @@ _EXPORTS = {
     "StreamLimits": "streams",
     "SPOT_LIMITS": "streams",
     "USDM_LIMITS": "streams",
+    "FaultPlan": "faults",
+    "WsApiFaults": "faults",
     "SimulatorHandle": "server",
     "start_simulator": "server",
     "describe": "server",

@@ -748,6 +748,15 @@ class VenueMarket:
         self._last_now_ms = now
         return now
 
+    @property
+    def event_time_ms(self) -> int | None:
+        """The latest exchange event time seen, ms (None before the first event).
+
+        Unlike :meth:`now_ms` it never interpolates with the wall clock, so it is the
+        same for a given event sequence at any pace (the fault plan times faults by it).
+        """
+        return self._event_ms
+
     def advance_clock(self, event_ms: int) -> None:
         """Move the venue clock to the exchange time ``event_ms`` (never backwards)."""
         if self._event_ms is None or event_ms > self._event_ms:

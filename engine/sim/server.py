@@ -10,6 +10,10 @@ One picows server (one event loop) routes by request path like Binance's hosts
   (with the fault plan ``SimulatorHandle.ws_api_faults``, :mod:`engine.sim.faults`,
   when one is set).
 
+Faults: ``start_simulator(..., faults=FaultPlan.profile("chaos", seed))`` injects
+the plan's stream faults through the hub and its WS API faults through the
+sessions (:class:`engine.sim.faults.FaultPlan`); ``plan.injected`` counts them.
+
 The REST app of the trading side (``engine.sim.rest.make_app``, aiohttp) runs on a
 second port. Both trading-side parts are imported lazily; when they are missing
 the market-data side still runs and :func:`describe` says why they are not.
@@ -122,6 +126,8 @@ class SimulatorHandle:
         (raises if the market failed; cancelled if closed before the end).
     ws_api_faults : engine.sim.faults.WsApiFaults or None
         Fault plan of the WS API sessions opened from now on (None: no faults).
+    faults : engine.sim.faults.FaultPlan or None
+        The simulator-wide fault plan given to :func:`start_simulator` (None: none).
     """
 
     def __init__(self, market: VenueMarket, hub: StreamHub, source: MarketSource, exchange: Any) -> None:
@@ -134,6 +140,7 @@ class SimulatorHandle:
         self.rest_port: int | None = None
         self.unavailable: dict[str, str] = {}
         self.ws_api_faults: Any = None
+        self.faults: Any = None
         self.ended: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._server: asyncio.AbstractServer | None = None
         self._rest_runner: Any = None
@@ -169,6 +176,10 @@ class SimulatorHandle:
         self._task.add_done_callback(self._on_market_done)
 
     def _on_market_done(self, task: asyncio.Task[int]) -> None:
+        if self.faults is not None and self.hub.plan is not None:
+            # Nothing drives the market clock any more: end stalls and spikes, send held frames.
+            self.faults.finish()
+            self.hub.flush_held()
         if self.ended.done():
             return
         if task.cancelled():
@@ -298,6 +309,7 @@ async def start_simulator(
     autostart: bool = True,
     rest: bool = True,
     ws_api_faults: Any = None,
+    faults: Any = None,
 ) -> SimulatorHandle:
     """Start the simulator on the running loop and return its handle.
 
@@ -327,7 +339,22 @@ async def start_simulator(
         Start the REST app if the trading side provides it.
     ws_api_faults : str, FaultProfile or WsApiFaults, optional
         Fault plan of the WS API (:mod:`engine.sim.faults`; a profile name uses seed 0).
+    faults : FaultPlan, PlanProfile or str, optional
+        Simulator-wide fault plan (:class:`engine.sim.faults.FaultPlan`: streams and WS API;
+        a profile name uses seed 0). Exclusive with ``ws_api_faults`` (a plan carries its own
+        WS API part; pass ``FaultPlan(..., ws_api=WsApiFaults(...))`` to combine). A plan that
+        injects nothing (``"none"``) changes nothing on the wire.
+
+    Raises
+    ------
+    ValueError
+        Both ``faults`` and ``ws_api_faults`` given, or an unknown profile name.
     """
+    plan = None
+    if faults is not None:
+        if ws_api_faults is not None:
+            raise ValueError("give either faults= (a FaultPlan) or ws_api_faults=, not both")
+        plan = importlib.import_module("engine.sim.faults").make_plan(faults)
     src = make_source(source)
     market = VenueMarket(speed=getattr(src, "speed", None))
     src.bind(market)
@@ -343,6 +370,14 @@ async def start_simulator(
     handle = SimulatorHandle(market, hub, src, exchange)
     if ws_api_faults is not None:
         handle.ws_api_faults = importlib.import_module("engine.sim.faults").make_faults(ws_api_faults)
+    if plan is not None:
+        handle.faults = plan
+        plan.bind(lambda: market.event_time_ms)
+        # Only the parts that inject anything are wired in: "none" leaves every path as it was.
+        if plan.streams_active:
+            hub.plan = plan
+        if plan.ws_api.active:
+            handle.ws_api_faults = plan.ws_api
     if reason is not None:
         handle.unavailable["ws-api"] = reason
         handle.unavailable["rest"] = reason

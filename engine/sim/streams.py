@@ -18,7 +18,12 @@ JSON all count) in one second, and drops a connection after
 
 Fault injection for tests: :meth:`StreamHub.drop_all_connections`,
 :meth:`StreamHub.stall` / :meth:`StreamHub.resume`, :attr:`StreamHub.drop_filter`
-and :meth:`StreamHub.send_server_shutdown`.
+and :meth:`StreamHub.send_server_shutdown`. A fault plan
+(:class:`engine.sim.faults.FaultPlan`, :attr:`StreamHub.plan`) drives the
+same hub and the per-connection hooks :meth:`Connection.drop`,
+:meth:`Connection.hold` / :meth:`Connection.release`,
+:meth:`Connection.set_delay` and :attr:`Connection.data_stalled`; without a
+plan none of them is on the path of a frame.
 """
 from __future__ import annotations
 
@@ -188,6 +193,14 @@ def _valid_id(id_: Any) -> bool:
 
 
 # -- connections ----------------------------------------------------------------------------------
+# Kinds of the frames queued by a delayed or held connection.
+_TEXT = 0
+_PING = 1
+_PONG = 2
+# A queued frame due within this much is sent with the current batch (loop timer resolution, s).
+_DRAIN_SLACK_S = 0.0005
+
+
 class Connection(WSListener):
     """A client connection with Binance's keepalive and incoming-message limit.
 
@@ -211,6 +224,14 @@ class Connection(WSListener):
         self._pings: deque[bytes] = deque(maxlen=8)
         self._incoming: deque[float] = deque()
         self._limit = hub.limits.max_incoming_per_s if limit_incoming else None
+        # Fault injection (engine.sim.faults): data frames of the hub are not sent while
+        # data_stalled; with _piped every outgoing frame goes through _out (delay / hold).
+        self.data_stalled = False
+        self._piped = False
+        self._held = False
+        self._delay_s = 0.0
+        self._out: deque[tuple[float, int, bytes]] = deque()
+        self._drain_handle: asyncio.TimerHandle | None = None
 
     # -- picows callbacks -------------------------------------------------------------------
     def on_ws_connected(self, transport: WSTransport) -> None:
@@ -221,6 +242,8 @@ class Connection(WSListener):
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self.closing = True
         self.hub._forget(self)
+        if self._piped:
+            self._clear_pipe()
         self.disconnected()
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
@@ -233,7 +256,10 @@ class Connection(WSListener):
             self.close(WSCloseCode.POLICY_VIOLATION, "Too many messages")
             return
         if t == WSMsgType.PING:
-            transport.send_pong(frame.get_payload_as_bytes())
+            if self._piped:
+                self._enqueue(_PONG, frame.get_payload_as_bytes())
+            else:
+                transport.send_pong(frame.get_payload_as_bytes())
         elif t == WSMsgType.PONG:
             payload = frame.get_payload_as_bytes()
             if payload in self._pings or self.hub.limits.unsolicited_pong_keeps_alive:
@@ -257,6 +283,9 @@ class Connection(WSListener):
         tr = self.transport
         if tr is None or self.closing:
             return
+        if self._piped:
+            self._enqueue(_TEXT, data)
+            return
         tr.send(WSMsgType.TEXT, data)
         if tr.underlying_transport.get_write_buffer_size() > self.hub.limits.max_write_buffer:
             log.warning("dropping a client that does not read (write buffer over %d bytes)",
@@ -270,7 +299,10 @@ class Connection(WSListener):
             return
         payload = str(time.time_ns() // 1_000_000).encode()
         self._pings.append(payload)
-        tr.send_ping(payload)
+        if self._piped:
+            self._enqueue(_PING, payload)
+        else:
+            tr.send_ping(payload)
         self.next_ping = now + self.hub.limits.ping_interval_s
 
     def close(self, code: WSCloseCode = WSCloseCode.GOING_AWAY, reason: str = "", graceful: bool = True) -> None:
@@ -280,8 +312,87 @@ class Connection(WSListener):
             return
         self.closing = True
         self.hub._forget(self)
+        if self._piped:
+            self._clear_pipe()
         tr.send_close(code, reason.encode())
         tr.disconnect(graceful)
+
+    # -- fault injection (engine.sim.faults) ---------------------------------------------------
+    def drop(self, abrupt: bool = False) -> None:
+        """Drop the connection: CLOSE 1001 "going away", or (``abrupt``) a TCP abort with no CLOSE frame."""
+        if not abrupt:
+            self.close(WSCloseCode.GOING_AWAY, "")
+            return
+        tr = self.transport
+        if tr is None or self.closing:
+            return
+        self.closing = True
+        self.hub._forget(self)
+        if self._piped:
+            self._clear_pipe()
+        tr.disconnect(False)
+
+    def hold(self) -> None:
+        """Freeze the connection: every outgoing frame (data, control replies, pings, pongs) waits."""
+        self._held = True
+        self._piped = True
+
+    def release(self) -> None:
+        """End :meth:`hold`: the frames held go out now, in order."""
+        self._held = False
+        self._schedule_drain()
+        self._unpipe_if_idle()
+
+    def set_delay(self, delay_s: float) -> None:
+        """Delay every frame sent from now on by ``delay_s`` (wall s; 0 ends the delay, order kept)."""
+        self._delay_s = delay_s
+        if delay_s > 0:
+            self._piped = True
+        else:
+            self._unpipe_if_idle()
+
+    def _enqueue(self, kind: int, data: bytes) -> None:
+        self._out.append((time.monotonic() + self._delay_s, kind, data))
+        if len(self._out) == 1:
+            self._schedule_drain()
+
+    def _schedule_drain(self) -> None:
+        if self._held or self._drain_handle is not None or not self._out or self.closing:
+            return
+        delay = self._out[0][0] - time.monotonic()
+        self._drain_handle = asyncio.get_running_loop().call_later(max(0.0, delay), self._drain)
+
+    def _drain(self) -> None:
+        # Frames leave in the order they were sent; each not before its due time.
+        self._drain_handle = None
+        tr = self.transport
+        q = self._out
+        now = time.monotonic() + _DRAIN_SLACK_S
+        while q and not self._held and q[0][0] <= now:
+            if tr is None or self.closing:
+                q.clear()
+                break
+            _, kind, data = q.popleft()
+            if kind == _TEXT:
+                tr.send(WSMsgType.TEXT, data)
+            elif kind == _PONG:
+                tr.send_pong(data)
+            else:
+                tr.send_ping(data)
+        if q:
+            self._schedule_drain()
+        else:
+            self._unpipe_if_idle()
+
+    def _unpipe_if_idle(self) -> None:
+        if not self._held and self._delay_s == 0 and not self._out:
+            self._piped = False
+
+    def _clear_pipe(self) -> None:
+        self._out.clear()
+        if self._drain_handle is not None:
+            self._drain_handle.cancel()
+            self._drain_handle = None
 
     def _over_limit(self) -> bool:
         now = time.monotonic()
@@ -375,6 +486,10 @@ class StreamHub:
         self._task: asyncio.Task | None = None
         self.drop_filter: Callable[[str, bytes], bool] | None = None
         """Fault injection: ``f(stream, payload) -> True`` drops that payload for every client."""
+        self.plan: Any = None
+        """Fault plan (:class:`engine.sim.faults.FaultPlan`) consulted per payload; None: no faults."""
+        # Payloads held back by the plan (reordered), per stream: (payload, frame).
+        self._held: dict[str, tuple[bytes, bytes | None]] = {}
         self.published = 0
         self.delivered = 0
 
@@ -387,6 +502,14 @@ class StreamHub:
         """Return the number of connections subscribed to ``stream``."""
         return len(self._subs.get(stream, ()))
 
+    def stream_connections(self) -> list["StreamConnection"]:
+        """The open market-data stream connections."""
+        return [c for c in self._connections if isinstance(c, StreamConnection) and not c.closing]
+
+    def other_connections(self) -> list[Connection]:
+        """The open connections that are not market-data streams (the WS API)."""
+        return [c for c in self._connections if not isinstance(c, StreamConnection) and not c.closing]
+
     # -- publishing ----------------------------------------------------------------------------
     def publish(self, stream: str, payload: bytes, frame: bytes | None = None) -> None:
         """Send ``payload`` to the subscribers of ``stream`` (a ``VenueMarket`` stream listener).
@@ -395,6 +518,9 @@ class StreamHub:
         byte-exact) or a freshly built envelope.
         """
         self.published += 1
+        if self.plan is not None:
+            self._publish_faulty(stream, payload, frame)
+            return
         conns = self._subs.get(stream)
         if not conns:
             return
@@ -411,6 +537,61 @@ class StreamHub:
             else:
                 c.send(payload)
             self.delivered += 1
+
+    def _publish_faulty(self, stream: str, payload: bytes, frame: bytes | None) -> None:
+        # publish() under a fault plan: scheduled faults by the market clock, then one
+        # per-payload decision (drawn whether or not anyone subscribed: determinism).
+        plan = self.plan
+        plan.tick(self)
+        action = plan.frame_action(stream)
+        held = self._held.pop(stream, None) if self._held else None
+        conns = self._subs.get(stream)
+        if not conns:
+            return
+        if self._stall_all or stream in self._stalled:
+            return
+        if self.drop_filter is not None and self.drop_filter(stream, payload):
+            return
+        if held is not None:
+            # The payload held back goes out after this one; nothing else happens to either.
+            self._deliver(conns, stream, payload, frame)
+            self._deliver(conns, stream, held[0], held[1])
+            return
+        if action is None:
+            self._deliver(conns, stream, payload, frame)
+            return
+        from engine.sim import faults as F
+
+        if action == F.GAP:
+            pass  # not sent: the next diff's U reveals the gap
+        elif action == F.DUP_FRAME:
+            self._deliver(conns, stream, payload, frame)
+            self._deliver(conns, stream, payload, frame)
+        else:
+            self._held[stream] = (payload, frame)
+        plan.count_frame(action, stream)
+
+    def _deliver(self, conns: dict["StreamConnection", None], stream: str, payload: bytes,
+                 frame: bytes | None) -> None:
+        env = frame
+        for c in list(conns):
+            if c.data_stalled:
+                continue
+            if c.combined:
+                if env is None:
+                    env = envelope(stream, payload)
+                c.send(env)
+            else:
+                c.send(payload)
+            self.delivered += 1
+
+    def flush_held(self) -> None:
+        """Send the payloads a fault plan held back (the market has ended)."""
+        held, self._held = self._held, {}
+        for stream, (payload, frame) in held.items():
+            conns = self._subs.get(stream)
+            if conns:
+                self._deliver(conns, stream, payload, frame)
 
     def _subscribe(self, conn: StreamConnection, stream: str) -> None:
         conn.subscriptions[stream] = None

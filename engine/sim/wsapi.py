@@ -21,7 +21,9 @@ all with status 400 **[derived]**.
 
 Fault injection (:mod:`engine.sim.faults`): a session given ``faults`` (and
 ``close``, which drops its connection) routes requests and executionReports
-through the fault plan; without it the default path below is unchanged.
+through the fault plan (dropped, delayed, 5xx and error replies -- 429/-1003,
+429/-1015, 418 with ``retryAfter``, 400/-2010 -- and connection cuts); without
+it the default path below is unchanged.
 """
 from __future__ import annotations
 
@@ -402,9 +404,14 @@ class WsApiSession:
         from engine.sim import faults as F
 
         req_id, method, cid = _peek(raw)
-        fault = self._faults.decide(method, cid)
+        now_ms = self.exchange.server_time_ms()
+        fault = self._faults.decide(method, cid, now_ms)
         if fault == F.CUT_BEFORE:
             self._cut()
+            return
+        if fault in F.REFUSALS:
+            # Rejected before processing (rate limit, ban, new-order rejection): no order, no event.
+            self._send(self._refusal(raw, req_id, method, fault, now_ms))
             return
         self._in_request = True
         try:
@@ -423,7 +430,7 @@ class WsApiSession:
         elif fault == F.DROP:
             frame = None
         elif fault == F.DELAY:
-            asyncio.get_running_loop().call_later(self._faults.profile.delay_s, self._send_open, frame)
+            asyncio.get_running_loop().call_later(self._faults.next_delay_s(), self._send_open, frame)
             frame = None
         if frame is not None and not self.events_before_response:
             self._send(frame)
@@ -431,6 +438,25 @@ class WsApiSession:
             self._emit(p)
         if frame is not None and self.events_before_response:
             self._send(frame)
+
+    def _refusal(self, raw: bytes, req_id: Any, method: str, fault: str, now_ms: int) -> bytes:
+        # The venue's error envelope for an injected rejection (3.2, 6.1), with rateLimits
+        # as a real rejection of this method would carry them.
+        try:
+            params, _ = self._params(_decode_top.decode(raw).get("params"))
+        except (msgspec.DecodeError, msgspec.ValidationError, VenueError):
+            params = {}
+        status, err = self._faults.error_reply(fault, now_ms, params.get("type", ""))
+        self.exchange.record_error(err["code"])
+        self.exchange.rate.add_weight(self._weight(method, params))
+        resp: dict[str, Any] = {"id": req_id, "status": status, "error": err}
+        rl = self.return_rate_limits
+        flag = params.get("returnRateLimits")
+        if flag is not None:
+            rl = flag == "true"
+        if rl:
+            resp["rateLimits"] = self.exchange.rate.rate_limits(method in _ORDER_COUNTING)
+        return _encode(resp)
 
     def _emit_faulty(self, frame: bytes) -> None:
         if b'"executionReport"' not in frame:
