@@ -26,8 +26,9 @@ import logging
 import time
 from typing import Any, Callable, Iterable
 
-from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
+from engine.live.conn import ConnectionMixin
 from engine.bus import CONNECTED, DISCONNECTED, SHUTDOWN, ConnectionEvent
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ def combined_stream_url(base_url: str, streams: Iterable[str]) -> str:
     return f"{base_url.rstrip('/')}/stream?streams={'/'.join(streams)}"
 
 
-class MarketStreamClient(WSListener):
+class MarketStreamClient(ConnectionMixin, WSListener):
     """One combined market-data stream connection feeding a :class:`MarketDataFeed`.
 
     Parameters
@@ -114,38 +115,6 @@ class MarketStreamClient(WSListener):
             ws_connect(lambda: self, self.url, enable_auto_pong=False, websocket_handshake_timeout=timeout,
                        logger_name="mm.streams"),
             timeout)
-
-    async def close(self, timeout: float = 2.0) -> None:
-        """Send a close frame and wait for the disconnect."""
-        self.closing = True
-        tr = self.transport
-        if tr is not None and self.connected:
-            try:
-                tr.send_close(WSCloseCode.OK)
-                tr.disconnect()
-            except Exception:
-                pass
-            try:
-                await asyncio.wait_for(tr.wait_disconnected(), timeout)
-            except asyncio.TimeoutError:
-                tr.disconnect(graceful=False)
-
-    def abort(self) -> None:
-        """Drop the connection now, without a close handshake (dead or stalled peer)."""
-        tr = self.transport
-        if tr is not None and self.connected:
-            try:
-                tr.disconnect(graceful=False)
-            except Exception:  # noqa: BLE001 - already gone
-                pass
-
-    def send_ping(self, payload: bytes) -> bool:
-        """Send a PING frame with ``payload`` (our liveness probe); False if not connected."""
-        tr = self.transport
-        if tr is None or not self.connected:
-            return False
-        tr.send_ping(payload)
-        return True
 
     # -- picows callbacks -----------------------------------------------------------------------
     def on_ws_connected(self, transport: WSTransport) -> None:

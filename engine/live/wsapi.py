@@ -59,8 +59,9 @@ from array import array
 from typing import Any, Callable, Mapping
 
 import msgspec
-from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
+from engine.live.conn import ConnectionMixin
 from engine.bus import CONNECTED, DISCONNECTED, SHUTDOWN, SIDES, UNKNOWN, ConnectionEvent
 from engine.feed.messages import DepthSnapshot
 from engine.instruments import Instrument, decimals_of
@@ -169,7 +170,7 @@ class OrderFormatter:
         return format_scaled(steps * self.step_units, self.qty_decimals)
 
 
-class WsApiClient(WSListener):
+class WsApiClient(ConnectionMixin, WSListener):
     """One ``/ws-api/v3`` connection: requests, order path, user data.
 
     Parameters
@@ -298,38 +299,6 @@ class WsApiClient(WSListener):
         reconnect): no new order before the venue's state is known.
         """
         return self.connected and self.user_stream_active and not self.closing and not self.paused
-
-    async def close(self, timeout: float = 2.0) -> None:
-        """Send a close frame and wait for the disconnect."""
-        self.closing = True
-        tr = self.transport
-        if tr is not None and self.connected:
-            try:
-                tr.send_close(WSCloseCode.OK)
-                tr.disconnect()
-            except Exception:  # already gone
-                pass
-            try:
-                await asyncio.wait_for(tr.wait_disconnected(), timeout)
-            except asyncio.TimeoutError:
-                tr.disconnect(graceful=False)
-
-    def abort(self) -> None:
-        """Drop the connection now, without a close handshake (dead or stalled peer)."""
-        tr = self.transport
-        if tr is not None and self.connected:
-            try:
-                tr.disconnect(graceful=False)
-            except Exception:  # noqa: BLE001 - already gone
-                pass
-
-    def send_ping(self, payload: bytes) -> bool:
-        """Send a PING frame with ``payload`` (our liveness probe); False if not connected."""
-        tr = self.transport
-        if tr is None or not self.connected:
-            return False
-        tr.send_ping(payload)
-        return True
 
     # -- picows callbacks -------------------------------------------------------------------------
     def on_ws_connected(self, transport: WSTransport) -> None:
