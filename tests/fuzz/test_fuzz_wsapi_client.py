@@ -3,16 +3,20 @@
 A client with a fake transport sends real requests (``order.place`` x N,
 ``order.cancel``, ``openOrders.cancelAll``) through its order path, then its
 frame entry point ``on_ws_frame`` is fed sequences of: responses to those
-requests (valid, error envelopes of every status and code, wrong-typed
-results), responses to unknown ids, executionReports for our orders and others
-with plausible and wrong values, other user-data events, malformed envelopes,
-JSON garbage and arbitrary bytes.
+requests (valid, error envelopes of every status and code, results of every
+shape), responses to unknown ids, executionReports for our orders and others
+with venue-style and broken amounts (garbage, NaN, Infinity, negative,
+exponents), other user-data events, malformed envelopes, JSON garbage and
+arbitrary bytes.
 
 Properties, after every frame:
 
 * nothing escapes ``on_ws_frame``;
 * every frame is accounted for: it is a response or an event, or it failed to
   decode and is counted in ``handler_errors``;
+* a bad input is counted: the first answer to an order request whose result has
+  an unexpected shape in ``bad_responses``, an executionReport with an amount
+  that is not a venue decimal in ``bad_reports`` (and it changes nothing);
 * a handler failure caught by the client leaves the order tracker as it was (no
   half-applied frame);
 * the tracker stays consistent: each order's state, status name and dedup-ring
@@ -22,12 +26,13 @@ Properties, after every frame:
 and at the end, once every request has timed out (``expire``), no order is left
 PENDING_NEW without an answer: each was answered or is in doubt (UNKNOWN).
 
-Engine bugs these fuzzers found (now fixed) are pinned by regression tests at
-the end.
+Engine bugs these fuzzers found (bugs 5 and 6, fixed in 0a7db5f) are pinned by
+regression tests at the end; the generators reach them again (no exclusions).
 """
 from __future__ import annotations
 
 import os
+import re
 import time
 from decimal import Decimal
 from typing import Any
@@ -137,12 +142,24 @@ scalars = st.one_of(st.none(), st.booleans(), ints, st.floats(allow_nan=False, a
                     st.text(max_size=10))
 values = st.recursive(scalars, lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=4), c, max_size=3),
                       max_leaves=8)
-# Venue-style decimal strings. Non-finite and negative amounts are engine bug 6 (fixed; regression tests below): the
-# plausible generators keep to what the venue could send so the other properties keep being searched.
-PLAUSIBLE_AMOUNTS = st.one_of(st.sampled_from(["0", "0.00000000", "0.00100000", "0.00050000", "0.00100", "1",
-                                               "60000.00", "60000.01000000", "0.01"]),
-                              st.decimals(min_value=0, max_value=10**6, places=8, allow_nan=False,
-                                          allow_infinity=False).map(lambda d: format(d, "f")))
+# Venue-style decimal strings, and what a broken relay or venue bug could put there instead.
+VENUE_AMOUNTS = st.one_of(st.sampled_from(["0", "0.00000000", "0.00100000", "0.00050000", "0.00100", "1",
+                                           "60000.00", "60000.01000000", "0.01"]),
+                          st.decimals(min_value=0, max_value=10**6, places=8, allow_nan=False,
+                                      allow_infinity=False).map(lambda d: format(d, "f")))
+BROKEN_AMOUNTS = st.one_of(st.sampled_from(["", "NaN", "nan", "sNaN", "Infinity", "-Infinity", "-0.5", "1e400",
+                                            "1E-3", "abc", " 1", "1 ", "0x10", "1,5", "1.2.3", "+1", "\u0661",
+                                            ".", "1.", "123456789012345678901", "0." + "0" * 21 + "1"]),
+                           st.text(max_size=8))
+AMOUNTS = st.one_of(VENUE_AMOUNTS, VENUE_AMOUNTS, VENUE_AMOUNTS, BROKEN_AMOUNTS)
+# A venue amount: plain ASCII decimal, no sign, no exponent, at most 20 + 20 digits.
+_VENUE_AMOUNT = re.compile(r"[0-9]{1,20}(?:\.[0-9]{1,20})?", re.ASCII)
+
+
+def amount_ok(v: Any) -> bool:
+    return type(v) is str and _VENUE_AMOUNT.fullmatch(v) is not None
+
+
 statuses = st.sampled_from(["NEW", "PARTIALLY_FILLED", "FILLED", "CANCELED", "REJECTED", "EXPIRED", "PENDING_CANCEL",
                             "EXPIRED_IN_MATCH", "PENDING_NEW", "", "BOGUS"])
 exec_types = st.sampled_from(["NEW", "TRADE", "CANCELED", "REJECTED", "EXPIRED", "REPLACED", "TRADE_PREVENTION", "X"])
@@ -155,7 +172,7 @@ def one_of_or(valid, wrong=values, p_wrong: int = 4):
 
 @st.composite
 def execution_report(draw, cids, plausible: bool = True):
-    amounts = PLAUSIBLE_AMOUNTS
+    amounts = AMOUNTS
     cid = draw(st.sampled_from(cids + ["other-1", ""]))
     ev: dict[str, Any] = {
         "e": "executionReport", "E": draw(ints), "s": draw(st.sampled_from([SYMBOL, SYMBOL, "ETHUSDT"])),
@@ -176,16 +193,18 @@ def execution_report(draw, cids, plausible: bool = True):
 
 @st.composite
 def place_result(draw, cids):
-    kind = draw(st.integers(0, 3))
+    kind = draw(st.integers(0, 4))
     if kind == 0:
         return {}
+    if kind == 4:
+        return draw(values)
     res: dict[str, Any] = {"symbol": SYMBOL, "orderId": draw(st.integers(0, 20)), "orderListId": -1,
                            "clientOrderId": draw(st.sampled_from(cids)), "transactTime": draw(st.integers(0, 2**41))}
     if kind >= 2:
         res["status"] = draw(statuses)
     if kind == 3:
         res["fills"] = draw(st.lists(st.fixed_dictionaries(
-            {"price": PLAUSIBLE_AMOUNTS, "qty": PLAUSIBLE_AMOUNTS, "commission": PLAUSIBLE_AMOUNTS,
+            {"price": AMOUNTS, "qty": AMOUNTS, "commission": AMOUNTS,
              "commissionAsset": st.sampled_from(["USDT", "BTC"]), "tradeId": st.integers(0, 30)}), max_size=3))
     return res
 
@@ -194,11 +213,7 @@ def place_result(draw, cids):
 def response(draw, n_requests, cids):
     rid = draw(st.one_of(st.integers(1, n_requests), st.integers(1, n_requests), st.integers(n_requests + 1, 999)))
     if draw(st.booleans()):
-        if rid <= len(cids):
-            # order.place: an object (a non-object result is engine bug 5, fixed; regression tests below).
-            result = draw(place_result(cids))
-        else:
-            result = draw(st.one_of(place_result(cids), st.lists(place_result(cids), max_size=2), values))
+        result = draw(st.one_of(place_result(cids), st.lists(place_result(cids), max_size=2), values))
         return {"id": rid, "status": 200, "result": result}
     err: dict[str, Any] = {
         "code": draw(st.sampled_from([-1003, -1015, -2010, -2011, -2013, -1007, -1006, -1021, -2015, 0])),
@@ -217,15 +232,13 @@ def response(draw, n_requests, cids):
 
 
 @st.composite
-def malformed_envelope(draw, n_requests, n_places):
+def malformed_envelope(draw, n_requests):
     """Envelope fields of the wrong type or shape (msgspec must refuse most of them)."""
     env: dict[str, Any] = {"id": draw(one_of_or(st.integers(1, n_requests), values, 2)),
                            "status": draw(one_of_or(st.sampled_from([200, 400, 503]), values, 2))}
     which = draw(st.integers(0, 4))
     if which == 0:
         env["result"] = draw(values)
-        if env["id"] in range(1, n_places + 1) and not isinstance(env["result"], dict):
-            env["id"] = n_places + 1 + draw(st.integers(0, 1))  # bug 5: not for order.place
     elif which == 1:
         env["error"] = draw(values)
     elif which == 2:
@@ -234,7 +247,7 @@ def malformed_envelope(draw, n_requests, n_places):
     elif which == 3:
         env["error"] = {"code": draw(values), "msg": draw(values)}
     else:
-        env.update(draw(st.dictionaries(st.text(max_size=5).filter(lambda k: k != "result"), values, max_size=3)))
+        env.update(draw(st.dictionaries(st.text(max_size=5), values, max_size=3)))
     return env
 
 
@@ -255,7 +268,7 @@ def frames(n_requests: int, cids: list[str]):
         response(n_requests, cids).map(enc),
         execution_report(cids).map(enc),
         execution_report(cids, plausible=False).map(enc),
-        malformed_envelope(n_requests, len(cids)).map(enc),
+        malformed_envelope(n_requests).map(enc),
         other_events.map(enc),
     )
 
@@ -300,93 +313,116 @@ def check_consistent(tracker: OrderTracker, upd: Updates, cids: list[str]) -> No
         assert p.qty.is_finite() and p.cash.is_finite() and all(v.is_finite() for v in p.fees.values())
 
 
-def bug5_targets(data: bytes, cids: list[str]) -> set[str]:
-    """Orders a frame would strand by engine bug 5: a 200 answer on the order path whose result has an
-    unexpected shape (order.place: not an ACK object; order.cancel: not an object or null;
-    openOrders.cancelAll: entries that are not cancel reports)."""
-    unreadable = False
+def lenient_json(data: bytes) -> tuple[Any, bool]:
+    """The frame as JSON (None if it is not), and whether it holds invalid UTF-8 (then it is unreadable)."""
     try:
-        env = msgspec.json.decode(data)
+        return msgspec.json.decode(data), False
     except UnicodeDecodeError:
-        # Invalid UTF-8 (in the result, which the client keeps raw and decodes later): unreadable.
         try:
-            env, unreadable = msgspec.json.decode(data.decode("utf-8", "replace").encode()), True
+            return msgspec.json.decode(data.decode("utf-8", "replace").encode()), True
         except msgspec.DecodeError:
-            return set()
+            return None, True
     except msgspec.DecodeError:
-        return set()
+        return None, False
+
+
+def place_ack_ok(r: Any) -> bool:
+    """An order.place body of the venue's shape (3.5): ids are ints, amounts venue decimals."""
+    if not isinstance(r, dict) or type(r.get("orderId", -1)) is not int or type(r.get("transactTime", 0)) is not int:
+        return False
+    if not (r.get("status") is None or isinstance(r.get("status"), str)):
+        return False
+    fills = r.get("fills")
+    fills = [] if fills is None else fills
+    return isinstance(fills, list) and all(
+        isinstance(f, dict) and type(f.get("tradeId")) is int and amount_ok(f.get("price"))
+        and amount_ok(f.get("qty")) and amount_ok(f.get("commission", "0"))
+        and (f.get("commissionAsset") is None or isinstance(f.get("commissionAsset"), str)) for f in fills)
+
+
+def cancel_report_ok(r: Any) -> bool:
+    """An order.cancel / openOrders.cancelAll report of the venue's shape (3.5)."""
+    return isinstance(r, dict) and type(r.get("orderId", -1)) is int and all(
+        r.get(k) is None or isinstance(r.get(k), str) for k in ("origClientOrderId", "clientOrderId"))
+
+
+def bad_answer(data: bytes, n_places: int) -> int | None:
+    """The request id of an order-path 200 answer whose result has an unexpected shape, else None."""
+    env, unreadable = lenient_json(data)
     if not isinstance(env, dict) or env.get("status") != 200 or env.get("error") is not None:
-        return set()
-    rid, n = env.get("id"), len(cids)
-    if type(rid) is not int or not 1 <= rid <= n + 2 or "result" not in env:
-        return set()
+        return None
+    rid = env.get("id")
+    if type(rid) is not int or not 1 <= rid <= n_places + 2 or "result" not in env:
+        return None
     res = env["result"]
-
-    def report_ok(r) -> bool:
-        return (not unreadable and isinstance(r, dict)
-                and all(type(r[k]) is int for k in ("orderId", "transactTime") if k in r))
-
-    if rid <= n:
-        return set() if report_ok(res) else {cids[rid - 1]}
-    if rid == n + 1:
-        ok = not unreadable and (res is None or isinstance(res, list) and "orderId" not in res)
-        return set() if ok or report_ok(res) else {cids[0]}
-    return set() if not isinstance(res, list) or all(report_ok(r) for r in res) else set(cids)
+    if rid <= n_places:
+        ok = place_ack_ok(res)
+    elif rid == n_places + 1:
+        ok = res is None or cancel_report_ok(res)
+    else:
+        ok = isinstance(res, list) and all(cancel_report_ok(r) for r in res)
+    return rid if unreadable or not ok else None
 
 
-def bug6_frame(data: bytes) -> bool:
-    """True if the frame is an executionReport with an amount that is not a finite decimal (engine bug 6)."""
-    try:
-        env = msgspec.json.decode(data)
-    except (msgspec.DecodeError, UnicodeDecodeError):
-        return False
+def bad_report(data: bytes) -> bool:
+    """True if the frame is an executionReport with an amount that is not a venue decimal."""
+    env, unreadable = lenient_json(data)
     ev = env.get("event") if isinstance(env, dict) else None
-    if not isinstance(ev, dict) or ev.get("e") != "executionReport":
+    if unreadable or not isinstance(ev, dict) or ev.get("e") != "executionReport":
         return False
-    for k in ("l", "z", "L", "n"):
-        v = ev.get(k)
-        if isinstance(v, str) and v:
-            try:
-                if not Decimal(v).is_finite():
-                    return True
-            except ArithmeticError:
-                return True
-    return False
+    amounts = [ev.get(k, "0") for k in ("l", "L", "q", "p")] + [ev.get("n") or "0"]
+    if ev.get("z", "") != "":
+        amounts.append(ev.get("z"))
+    return not all(amount_ok(a) for a in amounts if isinstance(a, str))
 
 
-def feed(client: WsApiClient, tracker: OrderTracker, upd: Updates, cids: list[str], data: bytes,
-         bug5: set | None = None) -> None:
-    hit5 = bug5_targets(data, cids)
-    if bug5 is not None:
-        bug5 |= hit5
-    before = tracker_state(tracker, cids)
-    n = client.responses + client.events
-    errs = client.handler_errors
-    client.handler_errors = 0  # keeps the client logging every failure (it logs the first 10)
-    client.on_ws_frame(client.transport, Frame(data))  # must not raise
-    failed = client.handler_errors
-    client.handler_errors = errs + failed
-    handled = client.responses + client.events - n
-    assert handled == 1 or (handled == 0 and failed >= 1), data
-    if failed and not hit5 and not bug6_frame(data):
-        # A frame the client gave up on changed nothing (engine bugs 5 and 6 when it did; fixed).
-        assert tracker_state(tracker, cids) == before, data
-    check_consistent(tracker, upd, cids)
+class Harness:
+    """One client, its tracker, and the per-frame properties."""
+
+    def __init__(self, n_orders: int) -> None:
+        self.client, self.tracker, self.upd, self.tr, self.cids = make_client(n_orders)
+        self.answered: set[int] = set()
+
+    def feed(self, data: bytes) -> None:
+        client, tracker, cids = self.client, self.tracker, self.cids
+        before = tracker_state(tracker, cids)
+        n_resp, n_ev, errs = client.responses, client.events, client.handler_errors
+        bad_resp = tracker.bad_responses + client.bad_responses
+        bad_rep, reports = tracker.bad_reports, client.execution_reports
+        client.handler_errors = 0  # keeps the client logging every failure (it logs the first 10)
+        client.on_ws_frame(client.transport, Frame(data))  # must not raise
+        failed = client.handler_errors
+        client.handler_errors = errs + failed
+        handled = client.responses - n_resp + client.events - n_ev
+        assert handled == 1 or (handled == 0 and failed >= 1), data
+        if failed:
+            # A frame the client gave up on changed nothing.
+            assert tracker_state(tracker, cids) == before, data
+        if client.responses > n_resp and not failed:
+            env, _ = lenient_json(data)
+            rid = bad_answer(data, len(cids))
+            if rid is not None and rid not in self.answered:
+                # First answer to a pending order request, of an unexpected shape: counted, no answer.
+                assert tracker.bad_responses + client.bad_responses > bad_resp, data
+            if isinstance(env, dict) and type(env.get("id")) is int:
+                self.answered.add(env["id"])
+        if client.execution_reports > reports and not failed and bad_report(data):
+            # An executionReport with an unreadable amount: counted, nothing applied.
+            assert tracker.bad_reports == bad_rep + 1 and tracker_state(tracker, cids) == before, data
+        check_consistent(tracker, self.upd, cids)
 
 
 @FUZZ
 @given(data=st.data(), n_orders=st.integers(1, 4))
 def test_client_handlers_never_raise_and_keep_the_tracker_consistent(data, n_orders):
-    client, tracker, upd, tr, cids = make_client(n_orders)
-    bug5: set[str] = set()
-    for frame in data.draw(st.lists(frames(n_orders + 2, cids), max_size=25)):
-        feed(client, tracker, upd, cids, frame, bug5)
+    h = Harness(n_orders)
+    for frame in data.draw(st.lists(frames(n_orders + 2, h.cids), max_size=25)):
+        h.feed(frame)
     # Every request times out: no order is left waiting for an answer that cannot come.
-    client.expire(time.monotonic_ns() + 10**12)
-    stuck = [c for c in cids if tracker.get(c).state == S.PENDING_NEW and not tracker.get(c).acked
-             and c not in bug5]
+    h.client.expire(time.monotonic_ns() + 10**12)
+    stuck = [c for c in h.cids if h.tracker.get(c).state == S.PENDING_NEW and not h.tracker.get(c).acked]
     assert not stuck, stuck
-    check_consistent(tracker, upd, cids)
+    check_consistent(h.tracker, h.upd, h.cids)
 
 
 # -- regression tests: engine bugs found by the fuzzers ------------------------------------------------------
@@ -402,7 +438,7 @@ def test_bug5_malformed_place_ack_leaves_the_order_in_doubt(result):
     client.on_ws_frame(client.transport, Frame(b'{"id":1,"status":200,"result":' + result + b"}"))
     client.expire(time.monotonic_ns() + 10**12)
     # An answer the client cannot read is no answer: the outcome is unknown (UNKNOWN, then order.status).
-    assert tracker.get(cids[0]).state == S.UNKNOWN
+    assert tracker.get(cids[0]).state == S.UNKNOWN and tracker.bad_responses + client.bad_responses == 1
 
 
 @pytest.mark.parametrize("request_,result", [("cancel", b"false"), ("cancel", b'"orderId"'),
@@ -437,6 +473,7 @@ def test_bug6_unreadable_report_does_not_swallow_the_genuine_one(bad):
     client, tracker, upd, tr, cids = make_client(1)
     client.on_ws_frame(client.transport, Frame(b'{"id":1,"status":200,"result":{"orderId":5}}'))
     client.on_ws_frame(client.transport, Frame(report(cids[0], **bad)))
+    assert tracker.bad_reports == 1 and tracker.positions[SYMBOL].qty == 0
     client.on_ws_frame(client.transport, Frame(report(cids[0])))
     assert tracker.positions[SYMBOL].qty == Decimal("0.0005") and tracker.get(cids[0]).filled_qty == Decimal("0.0005")
 
