@@ -14,7 +14,7 @@ from cpython.bytes cimport PyBytes_AsStringAndSize
 from cpython.list cimport PyList_GET_SIZE, PyList_GET_ITEM
 from cpython.tuple cimport PyTuple_GET_SIZE, PyTuple_GET_ITEM
 from cpython.mem cimport PyMem_Malloc, PyMem_Realloc, PyMem_Free
-from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
+from cpython.buffer cimport PyObject_CheckBuffer, PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from libc.stdint cimport int64_t, INT64_MAX
 
 from ext.book cimport OrderBook, BID, ASK, MAX_PRICE_TICKS
@@ -273,6 +273,8 @@ cdef class LevelParser:
         cdef Py_ssize_t n, i, ps, qs
         cdef int64_t v
         cdef int code
+        if not PyObject_CheckBuffer(raw):
+            raise BadLevelsError(f"levels must be a list or raw JSON bytes, got {type(raw).__name__}")
         PyObject_GetBuffer(raw, &view, PyBUF_SIMPLE)
         try:
             p = <const char*> view.buf
@@ -282,6 +284,8 @@ cdef class LevelParser:
                 raise BadLevelsError("levels must be a JSON array")
             i = _ws(p, i + 1, n)
             if i < n and p[i] == 93:  # ']'
+                if _ws(p, i + 1, n) != n:
+                    raise BadLevelsError("trailing characters after the levels array")
                 return at
             while True:
                 if i >= n or p[i] != 91:
@@ -324,6 +328,8 @@ cdef class LevelParser:
                     i = _ws(p, i + 1, n)
                     continue
                 if i < n and p[i] == 93:
+                    if _ws(p, i + 1, n) != n:
+                        raise BadLevelsError("trailing characters after the levels array")
                     return at
                 raise BadLevelsError("levels array is not terminated")
         finally:

@@ -126,6 +126,13 @@ def test_price_beyond_book_range_rejected_before_apply():
     assert b.best_bid_qty() == 1 and b.last_update_id == 10
 
 
+@pytest.mark.parametrize("raw", [b"[]x", b'[["1.00","1"]] ]', 5, None])
+def test_raw_levels_reject_trailing_garbage_and_non_buffers(raw):
+    from ext.parsers import BadLevelsError
+    with pytest.raises(BadLevelsError):
+        LevelParser(2, 1, 8).validate(raw, b"[]")
+
+
 def test_off_grid_diff_leaves_book_untouched():
     from ext.book import OrderBook
     b = OrderBook()
