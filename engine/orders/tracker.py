@@ -1007,6 +1007,10 @@ class OrderTracker:
             self._add_fee(o.symbol, commission, asset)
             self.covered_fills += 1
             return
+        if z - qty < o.floor_qty:
+            # The trade straddles the floor: its part up to the floor is already booked.
+            qty = z - o.floor_qty
+            self.covered_fills += 1
         quote = price * qty
         self._book(o.symbol, o.side, qty, quote, commission, asset)
         o.trades.append((z, qty, quote))
@@ -1038,9 +1042,11 @@ class OrderTracker:
         lo = o.floor_qty
         in_q = in_quote = _ZERO
         for z, q, quote in o.trades:
-            if lo < z <= executed:
-                in_q += q
-                in_quote += quote
+            # The part of each booked trade [z - q, z] that lies in (lo, executed].
+            part = min(z, executed) - max(z - q, lo)
+            if part > 0:
+                in_q += part
+                in_quote += quote if part == q else quote * part / q
         gap_q = executed - lo - in_q
         gap_quote = cum_quote - o.floor_quote - in_quote
         o.floor_qty = executed
