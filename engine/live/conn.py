@@ -2,8 +2,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 
 from picows import WSCloseCode
+
+from engine.bus import ConnectionEvent
+
+log = logging.getLogger(__name__)
 
 
 class ConnectionMixin:
@@ -12,6 +18,8 @@ class ConnectionMixin:
     transport: object
     connected: bool
     closing: bool
+    # Name of the connection in ConnectionEvents ("streams", "ws-api").
+    conn_name: str = ""
 
     async def close(self, timeout: float = 2.0) -> None:
         """Send a close frame and wait for the disconnect (at most ``timeout`` s)."""
@@ -44,3 +52,12 @@ class ConnectionMixin:
             return False
         tr.send_ping(payload)
         return True
+
+    def _event(self, state: str, detail: str) -> None:
+        # Report a connection state change; a failing callback is counted, never raised.
+        if self.on_connection is not None:
+            try:
+                self.on_connection(ConnectionEvent(self.conn_name, state, "", detail, time.monotonic_ns()))
+            except Exception:
+                self.handler_errors += 1
+                log.exception("connection callback failed")

@@ -81,6 +81,8 @@ class MarketStreamClient(ConnectionMixin, WSListener):
         Monotonic ns of the last data frame (idle detection).
     """
 
+    conn_name = "streams"
+
     def __init__(self, url: str, feed: Any, ctx: Any = None,
                  on_connection: Callable[[ConnectionEvent], None] | None = None, liveness: Any = None) -> None:
         super().__init__()
@@ -176,13 +178,6 @@ class MarketStreamClient(ConnectionMixin, WSListener):
                 transport.send_close(frame.get_close_code(), frame.get_close_message())
             transport.disconnect()
 
-    def _event(self, state: str, detail: str) -> None:
-        if self.on_connection is not None:
-            try:
-                self.on_connection(ConnectionEvent("streams", state, "", detail, time.monotonic_ns()))
-            except Exception:
-                self.handler_errors += 1
-                log.exception("connection callback failed")
 
 
 __all__ = ["MarketStreamClient", "combined_stream_url", "stream_names"]

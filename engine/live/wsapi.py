@@ -199,6 +199,8 @@ class WsApiClient(ConnectionMixin, WSListener):
         Matches PONG frames to our pings (:mod:`engine.live.liveness`).
     """
 
+    conn_name = "ws-api"
+
     def __init__(self, url: str, signer: Signer, tracker: OrderTracker, instruments: Mapping[str, Instrument],
                  feed: Any = None, recv_window_ms: int | None = None,
                  on_connection: Callable[[ConnectionEvent], None] | None = None,
@@ -360,13 +362,6 @@ class WsApiClient(ConnectionMixin, WSListener):
                 transport.send_close(frame.get_close_code(), frame.get_close_message())
             transport.disconnect()
 
-    def _event(self, state: str, detail: str) -> None:
-        if self.on_connection is not None:
-            try:
-                self.on_connection(ConnectionEvent("ws-api", state, "", detail, time.monotonic_ns()))
-            except Exception:
-                self.handler_errors += 1
-                log.exception("connection callback failed")
 
     # -- incoming ---------------------------------------------------------------------------------
     def _on_message(self, data: bytes) -> None:
